@@ -1,0 +1,97 @@
+"""``python -m quart_app``: run the service under Hypercorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from hypercorn.config import Config
+from hypercorn.run import run
+
+from . import app
+from .config import Settings
+from .errors import ConfigError
+from .factory import create_app
+
+DEFAULT_BIND = "localhost:5000"
+# Time Hypercorn allows the app's shutdown beyond the supervisor's grace period.
+SHUTDOWN_MARGIN_S = 15.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m quart_app",
+        description="Run the scheduler. Settings come from SCHEDULER_* environment variables.",
+    )
+    parser.add_argument(
+        "-b",
+        "--bind",
+        action="append",
+        help=f"HOST:PORT, unix:PATH or fd://N to listen on; repeatable (default {DEFAULT_BIND})",
+    )
+    parser.add_argument("-w", "--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--root-path", default="", help="path prefix the app is served under, such as /scheduler"
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers} is invalid: use 1 or more")
+    return args
+
+
+def logging_config(level: str, access_log: bool) -> dict[str, Any]:
+    """Hypercorn applies this in every worker process, so spawned workers log the same way."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "plain"},
+        },
+        "loggers": {
+            "quart_app": {"level": level, "handlers": ["stderr"], "propagate": False},
+            "hypercorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+            "hypercorn.access": {
+                "level": "INFO" if access_log else "WARNING",
+                "handlers": ["stderr"],
+                "propagate": False,
+            },
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+        # Build the app now so that bad settings or task modules stop start-up with a
+        # message instead of failing inside the server's lifespan start-up.
+        if args.workers == 1:
+            app.load()
+        else:
+            create_app(settings)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    config = Config()
+    config.application_path = "quart_app:app"
+    config.bind = args.bind or [DEFAULT_BIND]
+    config.root_path = args.root_path
+    # With one worker, serve in this process: signals reach the app directly and the
+    # process id is the server's.
+    config.workers = 0 if args.workers == 1 else args.workers
+    config.logconfig_dict = logging_config(settings.log_level, args.access_log)
+    config.accesslog = "-"
+    config.errorlog = "-"
+    config.shutdown_timeout = settings.shutdown_grace_s + SHUTDOWN_MARGIN_S
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

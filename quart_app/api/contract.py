@@ -1,0 +1,96 @@
+"""The original polling contract: ``POST /api`` submits, ``GET /api?id=`` reports status.
+
+Its response shapes are kept exactly (fields may be added, never renamed or removed): every
+bad or unknown id answers 400 ``Invalid id!``, and finished jobs answer 200 so that a client
+polling until it sees 200 stops for failed and cancelled jobs too.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pydantic import BaseModel
+from quart import Blueprint, Response, request, url_for
+from quart_schema import document_querystring, document_request, document_response
+
+from ..errors import InvalidIdError
+from ..jobs import JobStatus, isoformat
+from ..scheduler import Submission
+from .common import (
+    idempotency_key,
+    json_response,
+    read_submission,
+    require_accepting,
+    scheduler,
+)
+from .schemas import Accepted, ErrorBody, Finished, InProgress, SubmitRequest
+
+blueprint = Blueprint("contract", __name__)
+
+_FINISHED_MESSAGES = {
+    JobStatus.SUCCEEDED: "Job is done!",
+    JobStatus.FAILED: "Job failed!",
+    JobStatus.CANCELLED: "Job was cancelled!",
+}
+
+
+class StatusQuery(BaseModel):
+    id: str
+
+
+@blueprint.post("/api")
+@document_request(SubmitRequest)
+@document_response(Accepted, 202)
+@document_response(ErrorBody, 400)
+@document_response(ErrorBody, 422)
+async def submit() -> Response:
+    """Submit a job; with no body, the simulated job (a ``sleep`` of random length)."""
+    require_accepting()
+    submission = await read_submission(body_required=False)
+    if submission is None:
+        low, high = scheduler().settings.simulated_seconds
+        submission = Submission(
+            task="sleep", params={"seconds": round(random.uniform(low, high), 3)}
+        )
+    job, _ = await scheduler().submit(submission, idempotency_key())
+
+    status_url = url_for("contract.status", id=job.id, _external=True)
+    estimate = scheduler().estimate(job)
+    headers = {"Location": status_url}
+    if estimate is not None:
+        headers["Retry-After"] = str(estimate.retry_after_s)
+    return json_response({"id": job.id, "status_url": status_url}, 202, headers)
+
+
+@blueprint.get("/api")
+@document_querystring(StatusQuery)
+@document_response(InProgress, 202)
+@document_response(Finished, 200)
+@document_response(ErrorBody, 400)
+async def status() -> Response:
+    """Report a job's status, with an estimate of its completion while it is pending."""
+    job = await scheduler().find(request.args.get("id", ""))
+    if job is None:
+        raise InvalidIdError()
+
+    if job.status in _FINISHED_MESSAGES:
+        body: dict[str, object] = {
+            "message": _FINISHED_MESSAGES[job.status],
+            "status": job.status.value,
+        }
+        if job.status is JobStatus.SUCCEEDED:
+            body["result_url"] = url_for("jobs.result", job_id=job.id)
+        elif job.error is not None:
+            body["error"] = job.error.to_dict()
+        return json_response(body)
+
+    estimate = scheduler().estimate(job)
+    assert estimate is not None
+    body = {
+        "message": "Job is still in progress!",
+        "estimated_time_completion": isoformat(estimate.completion_at),
+        "seconds_to_completion": estimate.seconds_to_completion,
+        "status": job.status.value,
+        "progress": job.progress,
+    }
+    return json_response(body, 202, {"Retry-After": str(estimate.retry_after_s)})

@@ -1,0 +1,146 @@
+"""Job events and their in-process fan-out.
+
+Every state change and progress update is written to the store's event log in the same
+transaction as the change itself, and the log's ids give one order for every process that
+shares the store. ``EventFeed`` tails that log and hands each event to the local ``EventBus``
+in id order, so subscribers in this process see the events of jobs that any process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class EventKind(enum.StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    ESTIMATE = "estimate"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_EVENT_KINDS = frozenset({EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One stored state change; ``data`` is the job's representation at that moment."""
+
+    id: int
+    job_id: str
+    kind: EventKind
+    at: datetime
+    data: dict[str, Any]
+
+
+class Subscription:
+    """A subscriber's bounded buffer. When it overflows, ``lagging`` is set and events drop.
+
+    A lagging subscriber catches up from the store's event log, which keeps memory bounded
+    however slow the reader is.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.lagging = False
+
+    def offer(self, event: Event) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagging = True
+
+    async def get(self, timeout_s: float) -> Event | None:
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+
+
+class EventBus:
+    """Fan-out of events to the subscribers of this process."""
+
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    @contextlib.contextmanager
+    def subscribe(self, maxsize: int = 256) -> Any:
+        subscription = Subscription(maxsize)
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+    def publish(self, event: Event) -> None:
+        for subscription in tuple(self._subscriptions):
+            subscription.offer(event)
+
+
+class EventFeed:
+    """Tail the store's event log and publish new events on the bus, in id order.
+
+    ``nudge()`` makes the next read happen at once; a local commit calls it, so events of
+    this process arrive without waiting for the poll interval, which only bounds the delay
+    for events written by other processes.
+    """
+
+    def __init__(
+        self,
+        read_after: Callable[[int, int], Awaitable[list[Event]]],
+        bus: EventBus,
+        poll_interval_s: float,
+    ) -> None:
+        self._read_after = read_after
+        self._bus = bus
+        self._poll_interval_s = poll_interval_s
+        self._wakeup = asyncio.Event()
+        self.last_id = 0
+
+    def nudge(self) -> None:
+        self._wakeup.set()
+
+    async def run(self, start_after_id: int) -> None:
+        self.last_id = start_after_id
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
+            self._wakeup.clear()
+            try:
+                await self._drain()
+            except Exception:
+                # The store may be briefly locked or reconnecting; the next round retries
+                # from the same id, so nothing is skipped.
+                logger.warning("failed to read the event log; retrying", exc_info=True)
+
+    async def _drain(self) -> None:
+        while True:
+            events = await self._read_after(self.last_id, 500)
+            for event in events:
+                self.last_id = event.id
+                self._bus.publish(event)
+            if len(events) < 500:
+                return
+
+    async def stream(self) -> AsyncIterator[Event]:
+        """Yield live events until cancelled; used by tests and simple consumers."""
+        with self._bus.subscribe() as subscription:
+            while True:
+                event = await subscription.queue.get()
+                yield event

@@ -1,0 +1,210 @@
+"""The service the routes call: submit, look up, list and cancel jobs.
+
+``Scheduler`` wires the store, the event feed, the estimator and the supervisor together and
+owns their start and stop order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from .errors import ConflictError, GoneError, NotFoundError, ValidationError
+from .estimates import Estimate, Estimator
+from .events import EventBus, EventFeed
+from .jobs import Job, JobStatus, is_job_id, new_job_id, utcnow
+from .storage import from_url
+from .supervisor import CANCELLED_ON_REQUEST, Supervisor
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .storage import JobStore
+    from .tasks import TaskRegistry
+
+logger = logging.getLogger(__name__)
+
+# How often the event feed reads events written by other processes.
+EVENT_POLL_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated request to run a task."""
+
+    task: str
+    params: dict[str, Any]
+    priority: int = 0
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+    delay_s: float = 0.0
+
+
+class Scheduler:
+    """Jobs for one process: the store, its events, the estimator and the supervisor."""
+
+    def __init__(
+        self, settings: Settings, registry: TaskRegistry, store: JobStore | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store or from_url(settings.store_url)
+        self.bus = EventBus()
+        self.feed = EventFeed(self.store.events_after, self.bus, EVENT_POLL_INTERVAL_S)
+        self.estimator = Estimator(self.store, registry, settings)
+        self.supervisor = Supervisor(self.store, registry, settings)
+        self._background: set[asyncio.Task[None]] = set()
+        self.accepting = False
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.store.describe = self.estimator.describe
+        self.store.on_commit = self.feed.nudge
+        await self.estimator.refresh()
+        last_event_id = await self.store.last_event_id()
+        for coroutine in (self.feed.run(last_event_id), self.estimator.run(self.bus)):
+            task = asyncio.create_task(coroutine)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        await self.supervisor.start()
+        self.accepting = True
+
+    async def stop(self) -> None:
+        self.accepting = False
+        await self.supervisor.stop()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.store.close()
+
+    # Submissions -----------------------------------------------------------------------
+
+    async def submit(
+        self, submission: Submission, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Validate and store a job; return it and whether it is new (not an idempotent replay).
+
+        Raise ``UnknownTaskError`` or ``ValidationError`` for a bad task or params.
+        """
+        task = self.registry.get(submission.task)
+        try:
+            params = task.parse_params(submission.params).model_dump(mode="json")
+        except pydantic.ValidationError as error:
+            raise params_error(submission.task, error) from error
+
+        now = utcnow()
+        job = Job(
+            id=new_job_id(),
+            task=submission.task,
+            params=params,
+            status=JobStatus.QUEUED,
+            priority=submission.priority,
+            attempt=1,
+            max_attempts=submission.max_attempts or self.settings.default_max_attempts,
+            timeout_s=submission.timeout_s or self.settings.default_timeout_s,
+            created_at=now,
+            scheduled_at=now + timedelta(seconds=submission.delay_s),
+            expected_duration_s=self.estimator.expected_duration_s(submission.task, params),
+            idempotency_key=idempotency_key,
+            request_hash=_request_hash(submission, params) if idempotency_key else None,
+        )
+        stored, created = await self.store.enqueue(job)
+        if created:
+            logger.info(
+                "enqueued job %s (task %s, priority %d, scheduled_at %s)",
+                stored.id,
+                stored.task,
+                stored.priority,
+                stored.scheduled_at.isoformat(),
+            )
+            self.supervisor.wake()
+            self.estimator.mark_dirty()
+        return stored, created
+
+    # Lookups ---------------------------------------------------------------------------
+
+    async def find(self, job_id: str) -> Job | None:
+        """Return the job, or ``None`` for a malformed, unknown or purged id."""
+        if not is_job_id(job_id):
+            return None
+        return await self.store.job(job_id)
+
+    async def get(self, job_id: str) -> Job:
+        """Return the job; raise ``NotFoundError`` or, once purged, ``GoneError``."""
+        job = await self.find(job_id)
+        if job is not None:
+            return job
+        if is_job_id(job_id) and await self.store.is_purged(job_id):
+            raise GoneError(
+                f"job {job_id} finished more than the retention period ago and was purged; "
+                "its result is no longer available"
+            )
+        raise NotFoundError(f"job {job_id!r} not found: check the id returned at submission")
+
+    def estimate(self, job: Job) -> Estimate | None:
+        return self.estimator.estimate(job)
+
+    def describe(self, job: Job) -> dict[str, Any]:
+        return self.estimator.describe(job)
+
+    # Cancellation ----------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, or ask the worker of a running job to stop it.
+
+        Raise ``ConflictError`` when the job already finished.
+        """
+        job = await self.get(job_id)
+        while not job.is_terminal:
+            if job.status is JobStatus.QUEUED:
+                cancelled = await self.store.mark_cancelled(job, None, CANCELLED_ON_REQUEST)
+                if cancelled is not None:
+                    logger.info("aborted job %s (reason %s)", job_id, CANCELLED_ON_REQUEST)
+                    return cancelled
+            else:
+                flagged = await self.store.request_cancel(job)
+                if flagged is not None:
+                    # The worker that holds the job sees the flag at its next lease renewal;
+                    # when that is this process, stop the work now.
+                    self.supervisor.cancel_local(job_id)
+                    return flagged
+            # The job changed state between the read and the write; look again.
+            job = await self.get(job_id)
+        raise ConflictError(
+            f"job {job_id} already {job.status.value}; only queued or running jobs can be cancelled"
+        )
+
+
+def params_error(task: str, error: pydantic.ValidationError) -> ValidationError:
+    """Turn pydantic's errors on a task's params into a 422 with one entry per field."""
+    errors = [
+        {
+            "field": ".".join(["params", *(str(part) for part in detail["loc"])]),
+            "problem": detail["msg"],
+        }
+        for detail in error.errors()
+    ]
+    summary = "; ".join(f"{item['field']}: {item['problem']}" for item in errors)
+    return ValidationError(
+        f"invalid params for task {task!r}: {summary}; GET /api/tasks shows the params schema",
+        errors=errors,
+    )
+
+
+def _request_hash(submission: Submission, params: dict[str, Any]) -> str:
+    fingerprint = {
+        "task": submission.task,
+        "params": params,
+        "priority": submission.priority,
+        "timeout": submission.timeout_s,
+        "max_attempts": submission.max_attempts,
+        "delay": submission.delay_s,
+    }
+    encoded = json.dumps(fingerprint, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()

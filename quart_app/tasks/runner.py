@@ -1,0 +1,122 @@
+"""Run a task's function on the event loop, in a thread, or in a process pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
+
+from .context import ProgressSink, QueueSink, TaskContext
+from .registry import Task, TaskKind
+
+if TYPE_CHECKING:
+    from multiprocessing.managers import SyncManager
+
+    from pydantic import BaseModel
+
+logger = logging.getLogger(__name__)
+
+
+class TaskRunner:
+    """Start task functions and deliver cancellation requests to them.
+
+    The process pool and its manager (which carries progress reports and cancellation flags
+    between processes) start on the first CPU-bound job, so services that never run one pay
+    nothing for them.
+    """
+
+    def __init__(self, sink: ProgressSink, max_processes: int) -> None:
+        self._sink = sink
+        self._max_processes = max_processes
+        self._cancel_flags: dict[str, Any] = {}
+        self._pool: ProcessPoolExecutor | None = None
+        self._manager: SyncManager | None = None
+        self._progress_queue: Any = None
+        self._progress_thread: threading.Thread | None = None
+
+    def request_cancel(self, job_id: str) -> None:
+        flag = self._cancel_flags.get(job_id)
+        if flag is not None:
+            flag.set()
+
+    async def run(self, task: Task, job_id: str, attempt: int, params: BaseModel) -> Any:
+        """Run ``task`` to completion and return its result; its exceptions propagate."""
+        try:
+            if task.kind is TaskKind.PROCESS:
+                return await self._run_in_process(task, job_id, attempt, params)
+
+            flag = threading.Event()
+            self._cancel_flags[job_id] = flag
+            context = TaskContext(job_id, attempt, self._sink, flag.is_set)
+            if task.kind is TaskKind.ASYNC:
+                return await task.function(context, params)
+            return await asyncio.to_thread(task.function, context, params)
+        finally:
+            self._cancel_flags.pop(job_id, None)
+
+    async def _run_in_process(self, task: Task, job_id: str, attempt: int, params: Any) -> Any:
+        pool, manager = self._ensure_pool()
+        flag = manager.Event()
+        self._cancel_flags[job_id] = flag
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                pool,
+                _call_in_child,
+                task.function,
+                (job_id, attempt, params, self._progress_queue, flag),
+            )
+        except BrokenProcessPool:
+            # A child died (killed, or out of memory). The pool cannot be reused, so the
+            # next CPU-bound job starts a fresh one.
+            logger.warning("replacing the process pool after a worker process died")
+            self._pool = None
+            raise
+
+    def _ensure_pool(self) -> tuple[ProcessPoolExecutor, SyncManager]:
+        # "spawn" avoids forking a process that already runs threads (aiosqlite, executors).
+        context = multiprocessing.get_context("spawn")
+        if self._manager is None:
+            self._manager = context.Manager()
+            self._progress_queue = self._manager.Queue()
+            self._progress_thread = threading.Thread(
+                target=self._forward_progress, name="task-progress", daemon=True
+            )
+            self._progress_thread.start()
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self._max_processes, mp_context=context)
+        return self._pool, self._manager
+
+    def _forward_progress(self) -> None:
+        while True:
+            try:
+                item = self._progress_queue.get()
+            except (EOFError, OSError):
+                return
+            if item is None:
+                return
+            self._sink(*item)
+
+    def close(self) -> None:
+        """Stop the pool and the manager; running CPU-bound work is abandoned."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._manager is not None:
+            with contextlib.suppress(EOFError, OSError):
+                self._progress_queue.put(None)
+            if self._progress_thread is not None:
+                self._progress_thread.join(timeout=2)
+            self._manager.shutdown()
+            self._manager = None
+
+
+def _call_in_child(function: Any, args: tuple[Any, ...]) -> Any:
+    job_id, attempt, params, progress_queue, flag = args
+    context = TaskContext(job_id, attempt, QueueSink(progress_queue), flag.is_set)
+    return function(context, params)
