@@ -110,6 +110,7 @@ class Job:
             "interruptions": self.interruptions,
             "timeout": self.timeout_s,
             "cancel_requested": self.cancel_requested,
+            "worker": self.lease_owner,
             "created_at": isoformat(self.created_at),
             "scheduled_at": isoformat(self.scheduled_at),
             "started_at": isoformat(self.started_at),

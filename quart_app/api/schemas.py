@@ -88,6 +88,7 @@ class JobBody(BaseModel):
     interruptions: int
     timeout: float | None
     cancel_requested: bool
+    worker: str | None = Field(description="The worker running the job (host:pid:token).")
     created_at: str
     scheduled_at: str
     started_at: str | None

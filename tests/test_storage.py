@@ -1,0 +1,212 @@
+"""The SQLite store: atomic claims across connections, leases, events and retention."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from quart_app.errors import ConfigError
+from quart_app.events import EventKind
+from quart_app.jobs import Job, JobError, JobStatus, new_job_id, utcnow
+from quart_app.storage import JobStore, from_url
+from quart_app.storage.sqlite import SQLiteStore
+
+OpenStore = Callable[[], Awaitable[JobStore]]
+
+
+@pytest.fixture
+async def open_store(tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Open stores on one database file, as separate worker processes would."""
+    stores: list[JobStore] = []
+
+    async def factory() -> JobStore:
+        store = from_url(f"sqlite:///{tmp_path / 'store.db'}")
+        await store.open()
+        stores.append(store)
+        return store
+
+    yield factory
+    for store in stores:
+        await store.close()
+
+
+def new_job(**changes: object) -> Job:
+    now = utcnow()
+    job = Job(
+        id=new_job_id(),
+        task="sleep",
+        params={"seconds": 1},
+        status=JobStatus.QUEUED,
+        priority=0,
+        attempt=1,
+        max_attempts=3,
+        timeout_s=60,
+        created_at=now,
+        scheduled_at=now,
+    )
+    return job.evolve(**changes)
+
+
+async def test_store_claims_each_job_once_across_connections(open_store: OpenStore) -> None:
+    first, second = await open_store(), await open_store()
+    ids = {(await first.enqueue(new_job()))[0].id for _ in range(40)}
+
+    async def drain(store: JobStore, worker: str) -> list[str]:
+        claimed = []
+        while (job := await store.claim(worker, 30)) is not None:
+            claimed.append(job.id)
+        return claimed
+
+    results = await asyncio.gather(
+        drain(first, "a"), drain(second, "b"), drain(first, "c"), drain(second, "d")
+    )
+
+    claimed = [job_id for result in results for job_id in result]
+    assert sorted(claimed) == sorted(ids)
+
+
+async def test_store_claims_by_priority_then_fifo(open_store: OpenStore) -> None:
+    store = await open_store()
+    low = (await store.enqueue(new_job(priority=-1)))[0]
+    first = (await store.enqueue(new_job()))[0]
+    high = (await store.enqueue(new_job(priority=9)))[0]
+    second = (await store.enqueue(new_job()))[0]
+    later = (await store.enqueue(new_job(priority=99, scheduled_at=utcnow() + timedelta(hours=1))))[
+        0
+    ]
+
+    order = [(await store.claim("w", 30)) for _ in range(5)]
+
+    assert [job.id if job else None for job in order] == [
+        high.id,
+        first.id,
+        second.id,
+        low.id,
+        None,
+    ]
+    assert (await store.job(later.id)).status is JobStatus.QUEUED  # type: ignore[union-attr]
+
+
+async def test_store_job_is_visible_to_other_connection(open_store: OpenStore) -> None:
+    writer, reader = await open_store(), await open_store()
+
+    job, _ = await writer.enqueue(new_job())
+
+    assert await reader.job(job.id) == job
+
+
+async def test_store_finish_requires_lease_owner(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.enqueue(new_job())
+    job = await store.claim("owner", 30)
+    assert job is not None
+
+    assert await store.succeed(job, "intruder", {"x": 1}) is None
+    finished = await store.succeed(job, "owner", {"x": 1})
+
+    assert finished is not None
+    assert finished.status is JobStatus.SUCCEEDED
+    assert finished.result == {"x": 1}
+    assert finished.lease_owner is None
+
+
+async def test_store_renew_reports_cancel_requests(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.enqueue(new_job())
+    job = await store.claim("owner", 1)
+    assert job is not None
+    await store.request_cancel(job)
+
+    held = await store.renew("owner", 30)
+
+    assert held == [(job.id, True)]
+    renewed = await store.job(job.id)
+    assert renewed is not None and renewed.lease_expires_at is not None
+    assert renewed.lease_expires_at > utcnow() + timedelta(seconds=20)
+
+
+async def test_store_events_are_ordered_per_job(open_store: OpenStore) -> None:
+    store = await open_store()
+    job, _ = await store.enqueue(new_job())
+    claimed = await store.claim("w", 30)
+    assert claimed is not None
+    await store.record_progress(claimed, "w", 0.5, "half")
+    await store.fail(claimed, "w", JobError("ValueError", "bad"))
+
+    events = await store.events_after(0, 100, job_id=job.id)
+
+    assert [event.kind for event in events] == [
+        EventKind.QUEUED,
+        EventKind.STARTED,
+        EventKind.PROGRESS,
+        EventKind.FAILED,
+    ]
+    assert events[2].data["progress"] == 0.5
+    assert events[3].data["error"] == {"type": "ValueError", "message": "bad"}
+    assert await store.last_event_id() == events[-1].id
+
+
+async def test_store_purge_removes_only_old_finished_jobs(open_store: OpenStore) -> None:
+    store = await open_store()
+    old, _ = await store.enqueue(new_job())
+    active, _ = await store.enqueue(new_job(scheduled_at=utcnow() + timedelta(hours=1)))
+    claimed = await store.claim("w", 30)
+    assert claimed is not None and claimed.id == old.id
+    await store.succeed(claimed, "w", None)
+
+    purged = await store.purge(utcnow() + timedelta(seconds=1), utcnow() - timedelta(days=1))
+
+    assert purged == 1
+    assert await store.job(old.id) is None
+    assert await store.is_purged(old.id)
+    assert await store.events_after(0, 100, job_id=old.id) == []
+    assert await store.job(active.id) is not None
+
+
+async def test_store_counts_by_status(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.enqueue(new_job())
+    await store.enqueue(new_job())
+    await store.claim("w", 30)
+
+    assert await store.counts() == {
+        "queued": 1,
+        "running": 1,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
+
+
+async def test_memory_store_works_in_one_process() -> None:
+    store = from_url("memory://")
+    await store.open()
+    try:
+        job, _ = await store.enqueue(new_job())
+        assert await store.claim("w", 30) == job.evolve(
+            status=JobStatus.RUNNING,
+            started_at=(await store.job(job.id)).started_at,  # type: ignore[union-attr]
+            lease_owner="w",
+            lease_expires_at=(await store.job(job.id)).lease_expires_at,  # type: ignore[union-attr]
+        )
+    finally:
+        await store.close()
+    assert isinstance(store, SQLiteStore)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://", "names no file"),
+        ("sqlite:///", "names no file"),
+        ("redis://localhost", "unsupported scheme 'redis'"),
+        ("jobs.db", "unsupported scheme ''"),
+    ],
+)
+def test_from_url_rejects_bad_url(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_url(url)
