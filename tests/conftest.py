@@ -12,7 +12,7 @@ from quart.typing import TestClientProtocol as Client
 from quart_app import Settings, create_app
 from quart_app.scheduler import Scheduler
 
-from .helpers import ServerProcess
+from .helpers import ServerProcess, serving
 
 # Short intervals keep the suite fast; they are test settings, not recommendations.
 FAST_SETTINGS: dict[str, Any] = {
@@ -22,7 +22,7 @@ FAST_SETTINGS: dict[str, Any] = {
     "progress_interval_s": 0.05,
     "retry_base_delay_s": 0.05,
     "retry_max_delay_s": 0.2,
-    "shutdown_grace_s": 5.0,
+    "shutdown_grace_s": 2.0,
     "simulated_seconds": (0.2, 0.4),
 }
 
@@ -63,7 +63,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[Quart]:
     """The app with its startup and shutdown hooks run around the test."""
     application = create_app(settings)
-    async with application.test_app():
+    async with serving(application):
         yield application
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+from quart import Quart
+from quart.testing.app import TestApp
 
 from quart_app.jobs import Job
 
@@ -47,6 +49,11 @@ def max_overlap(jobs: list[Job]) -> int:
         running += delta
         peak = max(peak, running)
     return peak
+
+
+def serving(app: Quart) -> TestApp:
+    """Run the app's startup and shutdown hooks around a block, with room for slow machines."""
+    return TestApp(app, startup_timeout=30, shutdown_timeout=30)
 
 
 def listening_socket() -> socket.socket:

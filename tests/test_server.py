@@ -277,6 +277,7 @@ async def test_hypercorn_serves_module_level_app(tmp_path: Path) -> None:
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(REPO_ROOT),
         "SCHEDULER_STORE": f"sqlite:///{tmp_path / 'h.db'}",
+        "SCHEDULER_SIMULATED_SECONDS": "0.1,0.2",
     }
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "hypercorn", "quart_app:app", "--bind", f"fd://{sock.fileno()}"),

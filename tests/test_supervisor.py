@@ -15,7 +15,7 @@ from quart_app.scheduler import Scheduler, Submission
 from quart_app.supervisor import LEASE_EXPIRED_REASON, RESTART_REASON, SHUTDOWN_REASON
 
 from . import tasks_for_tests
-from .helpers import max_overlap, wait_for
+from .helpers import max_overlap, serving, wait_for
 
 
 async def wait_status(scheduler: Scheduler, job_id: str, *statuses: JobStatus) -> Job:
@@ -36,7 +36,7 @@ async def test_supervisor_runs_higher_priority_first(
 ) -> None:
     tasks_for_tests.RECORDED.clear()
     app = create_app(make_settings(concurrency=1))
-    async with app.test_app():
+    async with serving(app):
         scheduler: Scheduler = app.extensions["scheduler"]
         blocker, _ = await scheduler.submit(Submission("sleep", {"seconds": 0.3}))
         await wait_status(scheduler, blocker.id, JobStatus.RUNNING)
@@ -219,13 +219,13 @@ async def test_supervisor_logs_job_lifecycle(
 async def test_shutdown_requeues_unfinished_job(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(shutdown_grace_s=0.1)
     app = create_app(settings)
-    async with app.test_app():
+    async with serving(app):
         scheduler: Scheduler = app.extensions["scheduler"]
         job, _ = await scheduler.submit(Submission("sleep", {"seconds": 0.5}))
         await wait_status(scheduler, job.id, JobStatus.RUNNING)
 
     app = create_app(settings)
-    async with app.test_app():
+    async with serving(app):
         scheduler = app.extensions["scheduler"]
         events = await scheduler.store.events_after(0, 100, job_id=job.id)
         requeued = [event for event in events if event.kind is EventKind.QUEUED][-1]
@@ -238,13 +238,13 @@ async def test_shutdown_requeues_unfinished_job(make_settings: Callable[..., Set
 
 async def test_shutdown_lets_short_job_finish(make_settings: Callable[..., Settings]) -> None:
     app = create_app(make_settings(shutdown_grace_s=5))
-    async with app.test_app():
+    async with serving(app):
         scheduler: Scheduler = app.extensions["scheduler"]
         job, _ = await scheduler.submit(Submission("sleep", {"seconds": 0.3}))
         await wait_status(scheduler, job.id, JobStatus.RUNNING)
 
     app = create_app(make_settings())
-    async with app.test_app():
+    async with serving(app):
         scheduler = app.extensions["scheduler"]
         assert (await scheduler.get(job.id)).status is JobStatus.SUCCEEDED
 
