@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging.config
 import os
+import signal
 import sys
 from typing import Any
 
+from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from hypercorn.run import run
 
 from . import app
 from .config import Settings
 from .errors import ConfigError
 from .factory import create_app
+from .workers import run_workers
 
 DEFAULT_BIND = "localhost:5000"
 # Time Hypercorn allows the app's shutdown beyond the supervisor's grace period.
@@ -83,14 +87,36 @@ def main(argv: list[str] | None = None) -> int:
     config.application_path = "quart_app:app"
     config.bind = args.bind or [DEFAULT_BIND]
     config.root_path = args.root_path
-    # With one worker, serve in this process: signals reach the app directly and the
-    # process id is the server's.
-    config.workers = 0 if args.workers == 1 else args.workers
     config.logconfig_dict = logging_config(settings.log_level, args.access_log)
     config.accesslog = "-"
     config.errorlog = "-"
     config.shutdown_timeout = settings.shutdown_grace_s + SHUTDOWN_MARGIN_S
-    return run(config)
+    logging.config.dictConfig(config.logconfig_dict)
+    if args.workers == 1:
+        # Serve in this process: signals reach the app directly, and the process id is
+        # the server's.
+        asyncio.run(serve_one(config))
+        return 0
+    worker_args = ["--root-path", args.root_path, *(["--access-log"] if args.access_log else [])]
+    return run_workers(config, args.workers, worker_args)
+
+
+async def serve_one(config: Config) -> None:
+    """Serve in this process; on SIGTERM or SIGINT, end event streams before Hypercorn drains.
+
+    Hypercorn waits for open requests during its graceful shutdown, and event streams never
+    finish by themselves, so they are closed first and their clients reconnect elsewhere.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        app.load().extensions["scheduler"].begin_shutdown()
+
+    await serve(app, config, shutdown_trigger=shutdown_trigger)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ UNKNOWN_DURATION_S = 30.0
 HISTORY_SIZE = 20
 # Progress below this fraction says too little about the total run time to use it.
 MIN_USEFUL_PROGRESS = 0.05
+PROGRESS_TRUSTED = 0.25
 # The simulation plans this many queued jobs; later ones are placed after the last of them.
 PLAN_LIMIT = 5000
 RETRY_AFTER_MIN_S = 1
@@ -120,12 +121,14 @@ class Estimator:
     ) -> tuple[float, str]:
         assert job.started_at is not None
         elapsed_s = max(0.0, (now - job.started_at).total_seconds())
-        if basis != "params" and job.progress >= MIN_USEFUL_PROGRESS:
-            # Trust the job's own progress more as it grows.
-            by_progress_s = elapsed_s / job.progress
-            total_s = (1 - job.progress) * total_s + job.progress * by_progress_s
-            basis = "progress"
         remaining_s = total_s - elapsed_s
+        if basis != "params" and job.progress >= MIN_USEFUL_PROGRESS:
+            # The rate of the job's own progress predicts its end better than the history
+            # of other jobs; trust it fully from PROGRESS_TRUSTED on, partly before.
+            by_progress_s = elapsed_s * (1 - job.progress) / job.progress
+            weight = min(1.0, job.progress / PROGRESS_TRUSTED)
+            remaining_s = (1 - weight) * max(remaining_s, 0.0) + weight * by_progress_s
+            basis = "progress"
         if remaining_s <= 0:
             # Overdue: keep the estimate ahead of now, further the later the job runs,
             # instead of answering zero for a job that is not done.

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class EventKind(enum.StrEnum):
+    SNAPSHOT = "snapshot"  # sent to a new subscriber, never stored
     QUEUED = "queued"
     STARTED = "started"
     PROGRESS = "progress"
@@ -30,6 +31,9 @@ class EventKind(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+# Events a subscriber may buffer before it switches to catching up from the log.
+SUBSCRIBER_BUFFER = 256
 
 TERMINAL_EVENT_KINDS = frozenset({EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED})
 
@@ -45,6 +49,10 @@ class Event:
     data: dict[str, Any]
 
 
+class StreamClosedError(Exception):
+    """Raised to a subscriber when the service shuts down its event streams."""
+
+
 class Subscription:
     """A subscriber's bounded buffer. When it overflows, ``lagging`` is set and events drop.
 
@@ -53,8 +61,10 @@ class Subscription:
     """
 
     def __init__(self, maxsize: int) -> None:
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        # ``None`` in the queue marks the end of the stream.
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
         self.lagging = False
+        self.closed = False
 
     def offer(self, event: Event) -> None:
         try:
@@ -62,11 +72,25 @@ class Subscription:
         except asyncio.QueueFull:
             self.lagging = True
 
+    def close(self) -> None:
+        self.closed = True
+        if self.queue.full():
+            # The reader would catch up from the log anyway; make room for the end mark.
+            self.queue.get_nowait()
+            self.lagging = True
+        self.queue.put_nowait(None)
+
     async def get(self, timeout_s: float) -> Event | None:
+        """Return the next event, or ``None`` after ``timeout_s``; raise once closed."""
+        if self.closed and self.queue.empty():
+            raise StreamClosedError
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout_s)
+            event = await asyncio.wait_for(self.queue.get(), timeout_s)
         except TimeoutError:
             return None
+        if event is None:
+            raise StreamClosedError
+        return event
 
 
 class EventBus:
@@ -74,14 +98,17 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
+        self.closed = False
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
 
     @contextlib.contextmanager
-    def subscribe(self, maxsize: int = 256) -> Any:
+    def subscribe(self, maxsize: int = SUBSCRIBER_BUFFER) -> Iterator[Subscription]:
         subscription = Subscription(maxsize)
+        if self.closed:
+            subscription.close()
         self._subscriptions.add(subscription)
         try:
             yield subscription
@@ -91,6 +118,12 @@ class EventBus:
     def publish(self, event: Event) -> None:
         for subscription in tuple(self._subscriptions):
             subscription.offer(event)
+
+    def close(self) -> None:
+        """End every subscription, for example when the service shuts down."""
+        self.closed = True
+        for subscription in tuple(self._subscriptions):
+            subscription.close()
 
 
 class EventFeed:
@@ -137,10 +170,3 @@ class EventFeed:
                 self._bus.publish(event)
             if len(events) < 500:
                 return
-
-    async def stream(self) -> AsyncIterator[Event]:
-        """Yield live events until cancelled; used by tests and simple consumers."""
-        with self._bus.subscribe() as subscription:
-            while True:
-                event = await subscription.queue.get()
-                yield event

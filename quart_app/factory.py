@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from hypercorn.middleware import ProxyFixMiddleware
-from quart import Quart, Response, render_template, send_from_directory
+from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from . import __version__
+from . import __version__, pages
 from .api import blueprints
+from .api.common import check_host
 from .config import Settings
-from .errors import NotFoundError, register_error_handlers
+from .errors import register_error_handlers
 from .scheduler import Scheduler
 from .tasks import TaskRegistry, load_task_modules, registry
 
@@ -54,9 +55,11 @@ def create_app(settings: Settings | None = None, *, tasks: TaskRegistry | None =
         scalar_ui_path=None,
     )
     register_error_handlers(app)
+    app.before_request(check_host)
+    app.before_websocket(check_host)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
-    _add_pages(app)
+    app.register_blueprint(pages.blueprint)
 
     scheduler = Scheduler(settings, tasks or registry)
     app.extensions["scheduler"] = scheduler
@@ -69,22 +72,6 @@ def create_app(settings: Settings | None = None, *, tasks: TaskRegistry | None =
             app.asgi_app, mode="legacy", trusted_hops=settings.proxy_hops
         )
     return app
-
-
-def _add_pages(app: Quart) -> None:
-    import swagger_ui_bundle
-
-    swagger_dir = Path(swagger_ui_bundle.swagger_ui_path)
-
-    @app.get("/")
-    async def index() -> str:
-        return await render_template("index.html")
-
-    @app.get("/docs/assets/<path:name>")
-    async def docs_asset(name: str) -> Response:
-        if name not in {"swagger-ui-bundle.js", "swagger-ui.css"}:
-            raise NotFoundError(f"no docs asset named {name!r}")
-        return await send_from_directory(swagger_dir, name)
 
 
 class LazyApp:

@@ -7,18 +7,20 @@ owns their start and stop order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from .errors import ConflictError, GoneError, NotFoundError, ValidationError
+from .errors import ConflictError, GoneError, NotFoundError, UnavailableError, ValidationError
 from .estimates import Estimate, Estimator
-from .events import EventBus, EventFeed
+from .events import SUBSCRIBER_BUFFER, EventBus, EventFeed, Subscription
 from .jobs import Job, JobStatus, is_job_id, new_job_id, utcnow
 from .storage import from_url
 from .supervisor import CANCELLED_ON_REQUEST, Supervisor
@@ -44,6 +46,9 @@ class Submission:
     timeout_s: float | None = None
     max_attempts: int | None = None
     delay_s: float = 0.0
+    # The simulated job of POST /api draws its duration at random, so a repeated request
+    # with the same Idempotency-Key is recognised by this flag instead of its params.
+    simulated: bool = False
 
 
 class Scheduler:
@@ -61,6 +66,7 @@ class Scheduler:
         self.supervisor = Supervisor(self.store, registry, settings)
         self._background: set[asyncio.Task[None]] = set()
         self.accepting = False
+        self.open_streams = 0
 
     async def start(self) -> None:
         await self.store.open()
@@ -75,13 +81,21 @@ class Scheduler:
         await self.supervisor.start()
         self.accepting = True
 
-    async def stop(self) -> None:
+    def begin_shutdown(self) -> None:
+        """Refuse new jobs and end every event stream, so connections close promptly."""
         self.accepting = False
-        await self.supervisor.stop()
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await self.store.close()
+        self.bus.close()
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        try:
+            await self.supervisor.stop()
+        finally:
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            # Open connections keep their threads, and the process, alive.
+            await self.store.close()
 
     # Submissions -----------------------------------------------------------------------
 
@@ -145,13 +159,42 @@ class Scheduler:
                 f"job {job_id} finished more than the retention period ago and was purged; "
                 "its result is no longer available"
             )
-        raise NotFoundError(f"job {job_id!r} not found: check the id returned at submission")
+        raise NotFoundError(f"job {job_id[:64]!r} not found: check the id returned at submission")
 
     def estimate(self, job: Job) -> Estimate | None:
         return self.estimator.estimate(job)
 
     def describe(self, job: Job) -> dict[str, Any]:
         return self.estimator.describe(job)
+
+    # Streams ---------------------------------------------------------------------------
+
+    def check_stream_capacity(self) -> None:
+        """Raise ``UnavailableError`` when no new stream may open; call before responding.
+
+        The check and the count in ``open_stream`` are separate steps, so a burst of
+        concurrent requests can exceed ``max_streams`` by a few.
+        """
+        if not self.accepting:
+            raise UnavailableError("the service is shutting down; reconnect in a few seconds")
+        if self.open_streams >= self.settings.max_streams:
+            raise UnavailableError(
+                f"too many open event streams ({self.open_streams}, the limit set by "
+                "SCHEDULER_MAX_STREAMS); retry later or poll GET /api/jobs/<id>"
+            )
+
+    @contextlib.contextmanager
+    def open_stream(self) -> Iterator[Subscription]:
+        """Subscribe a stream client to events while counting it as an open stream.
+
+        After shutdown has begun, the subscription is already closed, so the stream ends.
+        """
+        self.open_streams += 1
+        try:
+            with self.bus.subscribe(SUBSCRIBER_BUFFER) as subscription:
+                yield subscription
+        finally:
+            self.open_streams -= 1
 
     # Cancellation ----------------------------------------------------------------------
 
@@ -177,8 +220,16 @@ class Scheduler:
             # The job changed state between the read and the write; look again.
             job = await self.get(job_id)
         raise ConflictError(
-            f"job {job_id} already {job.status.value}; only queued or running jobs can be cancelled"
+            f"job {job_id} has already {_PAST_TENSE[job.status]}; only queued or running jobs "
+            "can be cancelled"
         )
+
+
+_PAST_TENSE = {
+    JobStatus.SUCCEEDED: "succeeded",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELLED: "been cancelled",
+}
 
 
 def params_error(task: str, error: pydantic.ValidationError) -> ValidationError:
@@ -198,6 +249,8 @@ def params_error(task: str, error: pydantic.ValidationError) -> ValidationError:
 
 
 def _request_hash(submission: Submission, params: dict[str, Any]) -> str:
+    if submission.simulated:
+        return hashlib.sha256(b"simulated").hexdigest()
     fingerprint = {
         "task": submission.task,
         "params": params,

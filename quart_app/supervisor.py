@@ -178,6 +178,9 @@ class Supervisor:
             await self._record_outcome(running, timed_out=not done)
         finally:
             self._running.pop(job.id, None)
+        # A thread or process call that ignored cancellation keeps its slot until it returns,
+        # so the concurrency limit counts the work that really runs.
+        await self._runner.wait_returned(job.id)
 
     async def _abandon(self, running: _RunningJob) -> None:
         """Stop the work of a job this process gives up on, and return it to the queue."""
@@ -257,8 +260,8 @@ class Supervisor:
     def _retry_delay_s(self, attempt: int) -> float:
         base_s = self._settings.retry_base_delay_s * 2 ** (attempt - 1)
         # Jitter spreads retries of jobs that failed together, such as after an outage.
-        delay_s: float = min(self._settings.retry_max_delay_s, base_s)
-        return delay_s * random.uniform(0.8, 1.2)
+        jittered_s: float = base_s * random.uniform(0.8, 1.2)
+        return min(self._settings.retry_max_delay_s, jittered_s)
 
     # Cancellation ----------------------------------------------------------------------
 

@@ -74,3 +74,20 @@ async def kill_server(context: TaskContext, params: Any) -> None:
     """Kill the process that runs the job, as a crash in native code would."""
     await asyncio.sleep(0.05)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+MARKUP = '<img src=x onerror="window.__injected = true">'
+
+
+@task("test.markup")
+async def markup(context: TaskContext, params: Any) -> None:
+    """Report progress and fail with text that would run script if it were parsed as HTML."""
+    context.report(0.5, MARKUP)
+    await asyncio.sleep(0.3)
+    raise ValueError(MARKUP)
+
+
+@task("test.stubborn", params=Seconds)
+def stubborn(context: TaskContext, params: Seconds) -> None:
+    """Block a thread without ever checking for cancellation."""
+    time.sleep(params.seconds)

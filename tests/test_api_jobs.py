@@ -158,7 +158,7 @@ async def test_cancel_finished_job_is_409(client: Client, scheduler: Scheduler) 
     response = await client.delete(f"/api/jobs/{job.id}")
 
     assert response.status_code == 409
-    assert "already succeeded" in (await response.get_json())["message"]
+    assert "has already succeeded" in (await response.get_json())["message"]
 
 
 async def test_idempotency_key_returns_same_job(client: Client) -> None:
@@ -239,9 +239,9 @@ async def test_openapi_describes_the_api(client: Client) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
-        (b"{bad", 400, "malformed JSON body"),
+        (b"{bad", 400, "malformed JSON"),
         (b"[1, 2]", 400, "expected a JSON object"),
-        (b"\xff\xfe", 400, "malformed JSON body"),
+        (b"\xff\xfe", 400, "malformed JSON"),
         (b'{"task": "nope"}', 422, "unknown task 'nope'"),
         (b'{"params": {}}', 422, "task: Field required"),
         (b'{"task": "sleep"}', 422, "params.seconds: Field required"),
@@ -253,6 +253,12 @@ async def test_openapi_describes_the_api(client: Client) -> None:
         (b'{"task": "sleep", "params": {"seconds": 1}, "delay": -5}', 422, "delay"),
         (b'{"task": "sleep", "params": [1]}', 422, "params"),
         (b"", 400, "missing JSON body"),
+        (b'{"task": "sleep", "priority": 1' + b"0" * 5000 + b"}", 400, "malformed JSON"),
+        (b'{"task": "sleep", "params": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400, "malformed JSON"),
+        (b'{"task": "sleep", "params": {"a": ' + b"[" * 40 + b"]" * 40 + b"}}", 400, "nested more"),
+        (b'{"task": "sleep", "params": {"seconds": NaN}}', 400, "NaN is not a JSON number"),
+        (b'{"task": "sleep", "params": {"seconds": 1}, "delay": Infinity}', 400, "Infinity"),
+        (b"null", 400, "got a JSON null"),
     ],
 )
 async def test_submit_bad_input_is_rejected(
@@ -281,7 +287,7 @@ async def test_contract_bad_body_is_rejected(client: Client, scheduler: Schedule
     )
 
     assert response.status_code == 400
-    assert "malformed JSON body" in (await response.get_json())["message"]
+    assert "malformed JSON" in (await response.get_json())["message"]
     assert await scheduler.store.jobs() == []
 
 
@@ -304,6 +310,9 @@ async def test_oversized_body_is_413(client: Client, scheduler: Scheduler) -> No
         ("limit=0", "invalid limit '0'"),
         ("limit=abc", "invalid limit 'abc'"),
         ("cursor=zzz", "invalid cursor 'zzz'"),
+        ("limit=%C2%B2", "invalid limit '²'"),
+        ("limit=" + "1" * 5000, "invalid limit '11111111111111111111'"),
+        ("cursor=c2VxOjk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OQ", "invalid cursor"),
     ],
 )
 async def test_list_bad_query_is_400(client: Client, query: str, fragment: str) -> None:
@@ -337,3 +346,46 @@ async def test_unknown_routes_answer_json(
     assert response.status_code == status
     assert response.content_type == "application/json"
     assert (await response.get_json())["message"]
+
+
+async def test_list_next_url_keeps_only_known_filters(client: Client) -> None:
+    for _ in range(2):
+        await submit(client, {"task": "sleep", "params": {"seconds": 1}, "delay": 60})
+
+    response = await client.get("/api/jobs?limit=1&endpoint=x&_external=1&task=sleep")
+
+    body = await response.get_json()
+    assert response.status_code == 200
+    assert body["next_url"].startswith("/api/jobs?task=sleep&limit=1&cursor=")
+
+
+async def test_idempotency_key_replays_simulated_job(client: Client) -> None:
+    headers = {"Idempotency-Key": "simulated-1"}
+
+    first = await client.post("/api", headers=headers)
+    second = await client.post("/api", headers=headers)
+
+    assert second.status_code == 202
+    assert (await first.get_json())["id"] == (await second.get_json())["id"]
+
+
+async def test_idempotency_key_treats_defaults_alike(client: Client) -> None:
+    headers = {"Idempotency-Key": "defaults-1"}
+    body = {"task": "sleep", "params": {"seconds": 1}}
+
+    first = await client.post("/api/jobs", json=body, headers=headers)
+    second = await client.post(
+        "/api/jobs", json={**body, "delay": 0, "priority": 0}, headers=headers
+    )
+
+    assert second.status_code == 202
+    assert (await first.get_json())["id"] == (await second.get_json())["id"]
+
+
+@pytest.mark.parametrize("host", ["a b", "x:abc", "bad/host", ""])
+async def test_bad_host_header_is_400(client: Client, scheduler: Scheduler, host: str) -> None:
+    response = await client.post("/api", headers={"Host": host})
+
+    assert response.status_code == 400
+    assert "Host header" in (await response.get_json())["message"]
+    assert await scheduler.store.jobs() == []

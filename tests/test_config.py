@@ -44,7 +44,12 @@ def test_settings_defaults_match_contract() -> None:
             {"SCHEDULER_CONCURRENCY": "lots"},
             "SCHEDULER_CONCURRENCY='lots' is invalid: expected a whole",
         ),
-        ({"SCHEDULER_CONCURRENCY": "0"}, "concurrency=0 is invalid: expected 1 or more"),
+        ({"SCHEDULER_CONCURRENCY": "0"}, "SCHEDULER_CONCURRENCY=0 is invalid: expected 1 or more"),
+        ({"SCHEDULER_TIMEOUT": "0"}, "SCHEDULER_TIMEOUT=0.0 is invalid: expected more than 0"),
+        ({"SCHEDULER_POLL_INTERVAL": "0"}, "SCHEDULER_POLL_INTERVAL=0.0 is invalid: expected at"),
+        ({"SCHEDULER_RETENTION": "0"}, "SCHEDULER_RETENTION=0.0 is invalid: expected at least 1"),
+        ({"SCHEDULER_PROXY_HOPS": "-1"}, "SCHEDULER_PROXY_HOPS=-1 is invalid: expected 0 or more"),
+        ({"SCHEDULER_LEASE": "99999999999d"}, "expected a duration of at most 10 years"),
         (
             {"SCHEDULER_RETENTION": "a week"},
             "SCHEDULER_RETENTION='a week' is invalid: expected a dur",
@@ -52,7 +57,7 @@ def test_settings_defaults_match_contract() -> None:
         ({"SCHEDULER_SIMULATED_SECONDS": "30"}, "expected MIN,MAX in seconds"),
         ({"SCHEDULER_SIMULATED_SECONDS": "30,5"}, "MIN <= MAX"),
         ({"SCHEDULER_LOG_LEVEL": "loud"}, "expected one of DEBUG"),
-        ({"SCHEDULER_LEASE": "0.5"}, "lease_s=0.5 is invalid"),
+        ({"SCHEDULER_LEASE": "0.5"}, "SCHEDULER_LEASE=0.5 is invalid"),
         ({"SCHEDULER_CONCURENCY": "2"}, "unknown setting SCHEDULER_CONCURENCY"),
     ],
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from quart_app.config import Settings
 from quart_app.estimates import UNKNOWN_DURATION_S, Estimate, Estimator
 from quart_app.jobs import Job, JobStatus, new_job_id, utcnow
@@ -99,10 +101,15 @@ def test_estimate_unknown_task_uses_history_then_progress() -> None:
     assert history is not None and history.basis == "history"
     assert history.seconds_to_completion == 30
 
-    # Half done after 10 s points to 20 s in all; history says 40 s; half weight each.
+    # Half done after 10 s: the job's own rate says 10 s more, and it is trusted fully.
     halfway = estimator.estimate(job.evolve(progress=0.5), now)
     assert halfway is not None and halfway.basis == "progress"
-    assert halfway.seconds_to_completion == 20
+    assert halfway.seconds_to_completion == 10
+
+    # 10% done after 10 s: 90 s more by its rate, 30 s by history; weighted 0.4 and 0.6.
+    early = estimator.estimate(job.evolve(progress=0.1), now)
+    assert early is not None
+    assert early.seconds_to_completion == pytest.approx(0.4 * 90 + 0.6 * 30)
 
 
 def test_estimate_finished_job_has_none() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -305,3 +306,32 @@ async def test_hypercorn_serves_module_level_app(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 30)
         sock.close()
+
+
+async def test_server_replaces_killed_worker(make_server: MakeServer) -> None:
+    server = await started(make_server, workers=2, SCHEDULER_CONCURRENCY="1")
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        response = await client.post("/api/jobs", json={"task": "sleep", "params": {"seconds": 1}})
+        job_id = response.json()["id"]
+
+        async def running_on() -> str | None:
+            job = (await client.get(f"/api/jobs/{job_id}")).json()
+            return job["worker"] if job["status"] == "running" else None
+
+        worker = await wait_for(running_on)
+        os.kill(int(worker.split(":")[1]), signal.SIGKILL)
+
+        async def done() -> dict[str, Any] | None:
+            try:
+                job = (await client.get(f"/api/jobs/{job_id}")).json()
+            except httpx.TransportError:
+                # A kept-alive connection to the killed worker fails once; retry.
+                return None
+            return job if job["status"] == "succeeded" else None
+
+        job = await wait_for(done, timeout_s=30)
+
+    assert job["interruptions"] == 1
+    assert "starting a replacement" in server.log()
+    assert server.process is not None and server.process.poll() is None
+    assert server.terminate() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,8 @@ from quart_app.events import EventKind
 from quart_app.jobs import Job, JobError, JobStatus, new_job_id, utcnow
 from quart_app.storage import JobStore, from_url
 from quart_app.storage.sqlite import SQLiteStore
+
+from .helpers import wait_for
 
 OpenStore = Callable[[], Awaitable[JobStore]]
 
@@ -210,3 +213,28 @@ async def test_memory_store_works_in_one_process() -> None:
 def test_from_url_rejects_bad_url(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_url(url)
+
+
+async def test_store_cancelled_write_leaves_database_usable(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    store = await open_store()
+    blocker = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    write = asyncio.create_task(store.enqueue(new_job()))
+
+    async def write_waiting() -> bool:
+        assert isinstance(store, SQLiteStore)
+        return store._write_lock.locked()
+
+    await wait_for(write_waiting)
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    blocker.execute("ROLLBACK")
+    blocker.close()
+
+    job, created = await asyncio.wait_for(store.enqueue(new_job()), 10)
+
+    assert created
+    assert await store.job(job.id) == job

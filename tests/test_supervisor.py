@@ -123,6 +123,26 @@ async def test_supervisor_cancels_thread_task(scheduler: Scheduler) -> None:
     assert cancelled.attempt == 1
 
 
+async def test_supervisor_holds_slot_until_thread_returns(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings(concurrency=1))
+    async with serving(app):
+        scheduler: Scheduler = app.extensions["scheduler"]
+        stubborn, _ = await scheduler.submit(Submission("test.stubborn", {"seconds": 0.5}))
+        await wait_status(scheduler, stubborn.id, JobStatus.RUNNING)
+        await scheduler.cancel(stubborn.id)
+        cancelled = await wait_status(scheduler, stubborn.id, JobStatus.CANCELLED)
+        quick, _ = await scheduler.submit(Submission("sleep", {"seconds": 0}))
+        done = await wait_status(scheduler, quick.id, JobStatus.SUCCEEDED)
+
+    # The job is cancelled at once, but its thread runs on for 0.5 s and keeps the only slot.
+    assert cancelled.started_at is not None and cancelled.finished_at is not None
+    assert (cancelled.finished_at - cancelled.started_at).total_seconds() < 0.5
+    assert done.started_at is not None
+    assert (done.started_at - cancelled.started_at).total_seconds() >= 0.5
+
+
 async def test_supervisor_process_task_reports_progress(scheduler: Scheduler) -> None:
     job, _ = await scheduler.submit(Submission("test.spin", {"seconds": 1.0}))
 
@@ -188,6 +208,7 @@ async def test_supervisor_publishes_events_on_bus(scheduler: Scheduler) -> None:
         seen: list[EventKind] = []
         while EventKind.SUCCEEDED not in seen:
             event = await asyncio.wait_for(subscription.queue.get(), 5)
+            assert event is not None
             if event.job_id == job.id:
                 seen.append(event.kind)
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from . import contract, jobs, tasks
+from . import contract, jobs, streams, tasks, websocket
 
-blueprints = (contract.blueprint, jobs.blueprint, tasks.blueprint)
+blueprints = (
+    contract.blueprint,
+    jobs.blueprint,
+    streams.blueprint,
+    tasks.blueprint,
+    websocket.blueprint,
+)
 
 __all__ = ["blueprints"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any, cast
 
 import pydantic
-from quart import Response, current_app, request
+from quart import Response, current_app, has_request_context, request, websocket
 
 from ..errors import BadRequestError, UnavailableError, ValidationError
 from ..scheduler import Scheduler, Submission
@@ -17,6 +18,25 @@ if TYPE_CHECKING:
 
 SUBMIT_EXAMPLE = '{"task": "sleep", "params": {"seconds": 5}}'
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_JSON_DEPTH = 32
+
+
+# A host name or IPv4 address, or an IPv6 address in brackets, with an optional port.
+_HOST_RE = re.compile(
+    r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,253}|\[[0-9A-Fa-f:.]+\])"  # name, IPv4 or [IPv6]
+    r"(?::\d{1,5})?$"  # port
+)
+
+
+async def check_host() -> None:
+    """Reject a missing or malformed Host header, from which absolute URLs are built."""
+    headers = request.headers if has_request_context() else websocket.headers
+    host = headers.get("Host", "")
+    if not _HOST_RE.match(host):
+        raise BadRequestError(
+            f"missing or invalid Host header {host[:80]!r}: send the server's host name "
+            "and port, such as Host: localhost:5000"
+        )
 
 
 def scheduler() -> Scheduler:
@@ -34,16 +54,36 @@ async def read_submission(*, body_required: bool) -> Submission | None:
         if body_required:
             raise BadRequestError(f"missing JSON body: send a job such as {SUBMIT_EXAMPLE}")
         return None
+    return submission_from(parse_json(raw, example=SUBMIT_EXAMPLE))
+
+
+def parse_json(raw: str | bytes, *, example: str) -> dict[str, Any]:
+    """Parse a JSON object; raise ``BadRequestError`` naming the problem otherwise.
+
+    NaN and Infinity are rejected because they are not JSON and would be stored and sent
+    back in responses that standard parsers cannot read.
+    """
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        # ValueError covers syntax errors and integers longer than Python parses.
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise BadRequestError(
-            f"malformed JSON body ({error}): send a JSON object such as {SUBMIT_EXAMPLE}"
+            f"malformed JSON ({reason[:200]}): send a JSON object such as {example}"
         ) from error
     if not isinstance(data, dict):
         raise BadRequestError(
-            f"expected a JSON object, got {type(data).__name__}: send {SUBMIT_EXAMPLE}"
+            f"expected a JSON object, got a JSON {_json_type(data)}: send {example}"
         )
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise BadRequestError(
+            f"JSON nested more than {MAX_JSON_DEPTH} levels deep: flatten the params"
+        )
+    return data
+
+
+def submission_from(data: dict[str, Any]) -> Submission:
+    """Validate a submission body; raise ``ValidationError`` listing the bad fields."""
     try:
         model = SubmitRequest.model_validate(data)
     except pydantic.ValidationError as error:
@@ -58,7 +98,26 @@ async def read_submission(*, body_required: bool) -> Submission | None:
     )
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number; send a finite number or null")
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    )
+    return max((_depth(child, level + 1) for child in children), default=level)
+
+
 def body_error(error: pydantic.ValidationError) -> ValidationError:
+    """Turn pydantic's errors on a submission into a 422 with one entry per field."""
     errors = []
     for detail in error.errors():
         field = ".".join(str(part) for part in detail["loc"]) or "body"
@@ -76,10 +135,10 @@ def idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+    if not key.strip() or len(key.encode("latin-1")) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise BadRequestError(
             f"invalid Idempotency-Key {key[:50]!r}: send 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} "
-            "characters, for example a UUID"
+            "bytes, for example a UUID"
         )
     return key
 
@@ -89,8 +148,9 @@ def require_accepting() -> None:
         raise UnavailableError("the service is shutting down and accepts no new jobs; retry later")
 
 
-def job_links(job_id: str) -> dict[str, str]:
-    root = request.root_path
+def job_links(job_id: str, root: str | None = None) -> dict[str, str]:
+    """Return root-relative links to the job's resources."""
+    root = request.root_path if root is None else root
     return {
         "self": f"{root}/api/jobs/{job_id}",
         "result": f"{root}/api/jobs/{job_id}/result",

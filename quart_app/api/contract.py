@@ -49,9 +49,8 @@ async def submit() -> Response:
     submission = await read_submission(body_required=False)
     if submission is None:
         low, high = scheduler().settings.simulated_seconds
-        submission = Submission(
-            task="sleep", params={"seconds": round(random.uniform(low, high), 3)}
-        )
+        seconds = round(random.uniform(low, high), 3)
+        submission = Submission(task="sleep", params={"seconds": seconds}, simulated=True)
     job, _ = await scheduler().submit(submission, idempotency_key())
 
     status_url = url_for("contract.status", id=job.id, _external=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from urllib.parse import urlencode
 
 from quart import Blueprint, Response, request, url_for
 from quart_schema import document_querystring, document_request, document_response
@@ -55,11 +55,14 @@ async def submit() -> Response:
 @document_response(ErrorBody, 400)
 async def jobs() -> Response:
     """List jobs, newest first, optionally filtered by status and task."""
-    statuses = _parse_statuses(request.args.get("status"))
+    statuses = parse_statuses(request.args.get("status"))
     task = request.args.get("task") or None
     limit = _parse_limit(request.args.get("limit"))
     before_seq = _decode_cursor(request.args.get("cursor"))
 
+    # Read the event log position first: a client that resumes /api/events from it sees
+    # every change made after this list was read.
+    last_event_id = await scheduler().store.last_event_id()
     page = await scheduler().store.jobs(
         statuses=statuses, task=task, before_seq=before_seq, limit=limit + 1
     )
@@ -68,13 +71,16 @@ async def jobs() -> Response:
     next_cursor = _encode_cursor(page[-1].seq) if has_more and page[-1].seq else None
     next_url = None
     if next_cursor is not None:
-        query: dict[str, Any] = {key: value for key, value in request.args.items()}
+        query = {
+            key: request.args[key] for key in ("status", "task", "limit") if key in request.args
+        }
         query["cursor"] = next_cursor
-        next_url = url_for("jobs.jobs", **query)
+        next_url = f"{url_for('jobs.jobs')}?{urlencode(query)}"
     body = {
         "jobs": [job_body(job) for job in page],
         "next_cursor": next_cursor,
         "next_url": next_url,
+        "last_event_id": last_event_id,
     }
     return json_response(body)
 
@@ -100,9 +106,8 @@ async def result(job_id: str) -> Response:
         return json_response({"id": found.id, "status": found.status.value, "result": found.result})
     if found.is_terminal:
         detail = f": {found.error.type}: {found.error.message}" if found.error else ""
-        error = ConflictError(
-            f"job {found.id} has no result because it {found.status.value}{detail}"
-        )
+        verb = "was cancelled" if found.status is JobStatus.CANCELLED else found.status.value
+        error = ConflictError(f"job {found.id} has no result because it {verb}{detail}")
         body = error.body() | {"status": found.status.value}
         if found.error is not None:
             body["error"] = found.error.to_dict()
@@ -123,7 +128,7 @@ async def cancel(job_id: str) -> Response:
     return json_response(job_body(cancelled), status)
 
 
-def _parse_statuses(text: str | None) -> frozenset[JobStatus] | None:
+def parse_statuses(text: str | None) -> frozenset[JobStatus] | None:
     if not text:
         return None
     valid = {status.value for status in JobStatus}
@@ -140,11 +145,16 @@ def _parse_statuses(text: str | None) -> frozenset[JobStatus] | None:
 def _parse_limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_PAGE_SIZE
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_SIZE:
+    if not _is_number(text, max_digits=3) or not 1 <= int(text) <= MAX_PAGE_SIZE:
         raise BadRequestError(
-            f"invalid limit {text!r}: use a whole number from 1 to {MAX_PAGE_SIZE}"
+            f"invalid limit {text[:20]!r}: use a whole number from 1 to {MAX_PAGE_SIZE}"
         )
     return int(text)
+
+
+def _is_number(text: str, *, max_digits: int) -> bool:
+    # isdigit() alone accepts characters such as "²" that int() rejects.
+    return text.isascii() and text.isdigit() and len(text) <= max_digits
 
 
 def _encode_cursor(seq: int) -> str:
@@ -159,7 +169,7 @@ def _decode_cursor(text: str | None) -> int | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         decoded = ""
     prefix, _, number = decoded.partition(":")
-    if prefix != "seq" or not number.isdigit():
+    if prefix != "seq" or not _is_number(number, max_digits=18):
         raise BadRequestError(
             f"invalid cursor {text[:60]!r}: pass the previous page's next_cursor unchanged"
         )

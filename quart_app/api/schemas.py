@@ -21,12 +21,22 @@ class SubmitRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="The task's parameters.")
     priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first; ties run FIFO.")
     timeout: float | None = Field(
-        None, gt=0, le=MAX_TIMEOUT_S, description="Seconds a run may take before it fails."
+        None,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        allow_inf_nan=False,
+        description="Seconds a run may take before it fails.",
     )
     max_attempts: int | None = Field(
         None, ge=1, le=100, description="Runs allowed for failures, the first one included."
     )
-    delay: float = Field(0, ge=0, le=MAX_DELAY_S, description="Seconds to wait before running.")
+    delay: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_DELAY_S,
+        allow_inf_nan=False,
+        description="Seconds to wait before running.",
+    )
 
 
 class Accepted(BaseModel):
@@ -104,6 +114,15 @@ class JobPage(BaseModel):
     jobs: list[JobBody]
     next_cursor: str | None
     next_url: str | None
+    last_event_id: int = Field(description="Resume GET /api/events from here to see later changes.")
+
+
+class EventStreamQuery(BaseModel):
+    last_event_id: str | None = Field(
+        None, description="Resume after this event id, for clients that cannot set Last-Event-ID."
+    )
+    task: str | None = Field(None, description="Only events of this task (GET /api/events).")
+    status: str | None = Field(None, description="Comma-separated statuses (GET /api/events).")
 
 
 class JobListQuery(BaseModel):

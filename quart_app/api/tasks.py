@@ -44,6 +44,7 @@ async def health() -> Response:
     body = {
         "status": "ok" if current.accepting else "stopping",
         "jobs": counts,
+        "streams": current.open_streams,
         "worker": {
             "id": current.supervisor.worker_id,
             "running": current.supervisor.running_count,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
@@ -20,6 +21,12 @@ def from_url(url: str) -> JobStore:
             raise ConfigError(
                 f"SCHEDULER_STORE={url!r} names no file: use sqlite:///scheduler.db "
                 "(relative) or sqlite:////var/lib/scheduler/jobs.db (absolute)"
+            )
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ConfigError(
+                f"SCHEDULER_STORE={url!r} points into {folder!r}, which does not exist or is "
+                "not writable: create the folder or choose another path"
             )
         from .sqlite import SQLiteStore
 

@@ -118,7 +118,12 @@ class JobStore(abc.ABC):
     ) -> list[Event]: ...
 
     @abc.abstractmethod
-    async def last_event_id(self) -> int: ...
+    async def last_event_id(self, job_id: str | None = None) -> int:
+        """Return the id of the newest event (of one job, if given), or 0 when there is none."""
+
+    @abc.abstractmethod
+    async def first_event_id(self) -> int:
+        """Return the id of the oldest event still stored, or 0 when there is none."""
 
     @abc.abstractmethod
     async def counts(self) -> dict[str, int]:

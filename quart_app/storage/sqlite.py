@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -23,6 +24,9 @@ from ..jobs import Job, JobError, JobStatus, utcnow
 from .base import Change, JobStore, WorkerInfo
 
 logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 
@@ -84,6 +88,25 @@ _COLUMNS = (
 )
 
 
+def _shielded(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Run a write in its own asyncio task that the caller's cancellation does not reach.
+
+    A caller cancelled mid-write (a client that hung up, a shutdown) stops waiting, but the
+    write still ends with COMMIT or ROLLBACK and releases the database lock.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        store = args[0]
+        assert isinstance(store, SQLiteStore)
+        task = asyncio.ensure_future(method(*args, **kwargs))
+        store._writes.add(task)
+        task.add_done_callback(store._writes.discard)
+        return await asyncio.shield(task)
+
+    return wrapper
+
+
 class SQLiteStore(JobStore):
     """Jobs in a SQLite file (``sqlite:///path``) or in memory (``memory://``)."""
 
@@ -95,6 +118,7 @@ class SQLiteStore(JobStore):
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[Any]] = set()
 
     async def open(self) -> None:
         self._writer = await self._connect()
@@ -116,6 +140,9 @@ class SQLiteStore(JobStore):
         return connection
 
     async def close(self) -> None:
+        # Writes whose callers were cancelled still run to their commit or rollback.
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         if self._reader is not None and self._reader is not self._writer:
             await self._reader.close()
         if self._writer is not None:
@@ -126,15 +153,24 @@ class SQLiteStore(JobStore):
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Hold the write lock and a ``BEGIN IMMEDIATE`` transaction around a block.
+
+        Callers run inside ``_shielded`` methods, so a cancelled request cannot stop a
+        transaction halfway and leave the database locked for every process.
+        """
         assert self._writer is not None, "the store is not open"
         async with self._write_lock:
+            if self._writer.in_transaction:
+                logger.warning("rolled back a transaction left open by an earlier failure")
+                await self._writer.execute("ROLLBACK")
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer
+                await self._writer.execute("COMMIT")
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                if self._writer.in_transaction:
+                    await self._writer.execute("ROLLBACK")
                 raise
-            await self._writer.execute("COMMIT")
 
     async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
         assert self._reader is not None, "the store is not open"
@@ -206,8 +242,17 @@ class SQLiteStore(JobStore):
             rows = await self._fetchall(sql, (job_id, after_id, limit))
         return [_event_from_row(row) for row in rows]
 
-    async def last_event_id(self) -> int:
-        rows = await self._fetchall("SELECT COALESCE(MAX(id), 0) FROM events")
+    async def last_event_id(self, job_id: str | None = None) -> int:
+        if job_id is None:
+            rows = await self._fetchall("SELECT COALESCE(MAX(id), 0) FROM events")
+        else:
+            rows = await self._fetchall(
+                "SELECT COALESCE(MAX(id), 0) FROM events WHERE job_id = ?", (job_id,)
+            )
+        return int(rows[0][0])
+
+    async def first_event_id(self) -> int:
+        rows = await self._fetchall("SELECT COALESCE(MIN(id), 0) FROM events")
         return int(rows[0][0])
 
     async def counts(self) -> dict[str, int]:
@@ -218,6 +263,7 @@ class SQLiteStore(JobStore):
 
     # Workers ---------------------------------------------------------------------------
 
+    @_shielded
     async def heartbeat(self, worker_id: str, concurrency: int) -> None:
         async with self._transaction() as db:
             await db.execute(
@@ -226,6 +272,7 @@ class SQLiteStore(JobStore):
                 (worker_id, concurrency, _to_epoch(utcnow())),
             )
 
+    @_shielded
     async def remove_worker(self, worker_id: str) -> None:
         async with self._transaction() as db:
             await db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
@@ -241,6 +288,7 @@ class SQLiteStore(JobStore):
 
     # Backend hooks ---------------------------------------------------------------------
 
+    @_shielded
     async def _insert(self, job: Job) -> tuple[Job, bool]:
         async with self._transaction() as db:
             if job.idempotency_key is not None:
@@ -264,6 +312,7 @@ class SQLiteStore(JobStore):
             await self._record(db, stored, EventKind.QUEUED)
             return stored, True
 
+    @_shielded
     async def _claim(self, worker_id: str, now: datetime, lease_until: datetime) -> Job | None:
         async with self._transaction() as db:
             cursor = await db.execute(
@@ -282,6 +331,7 @@ class SQLiteStore(JobStore):
             await self._record(db, job, EventKind.STARTED)
             return job
 
+    @_shielded
     async def _renew(self, worker_id: str, lease_until: datetime) -> list[tuple[str, bool]]:
         async with self._transaction() as db:
             cursor = await db.execute(
@@ -293,6 +343,7 @@ class SQLiteStore(JobStore):
             await cursor.close()
         return [(row[0], bool(row[1])) for row in rows]
 
+    @_shielded
     async def _update(self, change: Change) -> Job | None:
         columns = _values_to_columns(change.values)
         assignments = ", ".join(f"{name} = ?" for name in columns)
@@ -316,6 +367,7 @@ class SQLiteStore(JobStore):
         rows = await self._fetchall(f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running'")
         return [_job_from_row(row) for row in rows]
 
+    @_shielded
     async def _purge(self, finished_before: datetime, tombstones_before: datetime) -> int:
         cutoff = _to_epoch(finished_before)
         async with self._transaction() as db:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 logger = logging.getLogger(__name__)
+
+# How long a call may outlive its job before a warning says that it holds a slot.
+WARN_AFTER_S = 5.0
 
 
 class TaskRunner:
@@ -34,6 +38,10 @@ class TaskRunner:
         self._sink = sink
         self._max_processes = max_processes
         self._cancel_flags: dict[str, Any] = {}
+        # Thread and process calls by job id, kept until they really return: cancelling a
+        # job cannot stop them, and their slot stays in use until they do.
+        self._calls: dict[str, Future[Any]] = {}
+        self._threads = ThreadPoolExecutor(max_processes, thread_name_prefix="task")
         self._pool: ProcessPoolExecutor | None = None
         self._manager: SyncManager | None = None
         self._progress_queue: Any = None
@@ -55,22 +63,43 @@ class TaskRunner:
             context = TaskContext(job_id, attempt, self._sink, flag.is_set)
             if task.kind is TaskKind.ASYNC:
                 return await task.function(context, params)
-            return await asyncio.to_thread(task.function, context, params)
+            call = self._threads.submit(
+                contextvars.copy_context().run, task.function, context, params
+            )
+            return await self._watch(job_id, call)
         finally:
             self._cancel_flags.pop(job_id, None)
+
+    async def _watch(self, job_id: str, call: Future[Any]) -> Any:
+        self._calls[job_id] = call
+        call.add_done_callback(lambda _: self._calls.pop(job_id, None))
+        return await asyncio.wrap_future(call)
+
+    async def wait_returned(self, job_id: str) -> None:
+        """Wait until the job's thread or process call has returned, if it has one."""
+        call = self._calls.get(job_id)
+        if call is None or call.done():
+            return
+        done, _ = await asyncio.wait({asyncio.wrap_future(call)}, timeout=WARN_AFTER_S)
+        if not done:
+            logger.warning(
+                "job %s ended but its task call is still running; its slot stays in use "
+                "until the call returns (the task should check context.cancelled)",
+                job_id,
+            )
+            await asyncio.wrap_future(call)
 
     async def _run_in_process(self, task: Task, job_id: str, attempt: int, params: Any) -> Any:
         pool, manager = self._ensure_pool()
         flag = manager.Event()
         self._cancel_flags[job_id] = flag
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(
-                pool,
+            call = pool.submit(
                 _call_in_child,
                 task.function,
                 (job_id, attempt, params, self._progress_queue, flag),
             )
+            return await self._watch(job_id, call)
         except BrokenProcessPool:
             # A child died (killed, or out of memory). The pool cannot be reused, so the
             # next CPU-bound job starts a fresh one.
@@ -103,7 +132,8 @@ class TaskRunner:
             self._sink(*item)
 
     def close(self) -> None:
-        """Stop the pool and the manager; running CPU-bound work is abandoned."""
+        """Stop the pools and the manager; calls still running are abandoned."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
