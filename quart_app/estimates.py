@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import heapq
 import logging
 import math
@@ -36,6 +37,10 @@ MIN_USEFUL_PROGRESS = 0.05
 PROGRESS_TRUSTED = 0.25
 # The simulation plans this many queued jobs; later ones are placed after the last of them.
 PLAN_LIMIT = 5000
+# A queued job's estimate must move this much (and by ESTIMATE_SHIFT_FRACTION of the time
+# left) before an ``estimate`` event announces it.
+ESTIMATE_SHIFT_S = 2.0
+ESTIMATE_SHIFT_FRACTION = 0.2
 RETRY_AFTER_MIN_S = 1
 RETRY_AFTER_MAX_S = 60
 _REFRESH_MIN_S = 0.25
@@ -73,6 +78,8 @@ class Estimator:
         self._history_s: dict[str, float] = {}
         self._plan = _Plan()
         self._dirty = asyncio.Event()
+        self._announced: dict[str, datetime] = {}
+        self.worker_id: str | None = None
 
     # Durations -------------------------------------------------------------------------
 
@@ -97,8 +104,13 @@ class Estimator:
 
     def _total_s(self, job: Job) -> tuple[float, str]:
         if job.expected_duration_s is not None:
-            return job.expected_duration_s, "params"
-        return self.typical_duration_s(job.task)
+            total_s, basis = job.expected_duration_s, "params"
+        else:
+            total_s, basis = self.typical_duration_s(job.task)
+        # A run ends at its timeout at the latest, if only by failing.
+        if job.timeout_s is not None:
+            total_s = min(total_s, job.timeout_s)
+        return total_s, basis
 
     # Estimates -------------------------------------------------------------------------
 
@@ -182,6 +194,38 @@ class Estimator:
         workers = await self._store.live_workers(since)
         capacity = sum(worker.concurrency for worker in workers) or self._settings.concurrency
         self._plan = self._simulate(active, capacity, now)
+        await self._announce_shifts(active, sorted(worker.id for worker in workers), now)
+
+    async def _announce_shifts(
+        self, active: list[Job], worker_ids: list[str], now: datetime
+    ) -> None:
+        """Record an ``estimate`` event for queued jobs whose expected completion moved.
+
+        Every worker plans the whole queue, so each job is announced by one worker only,
+        picked by a hash of its id, to keep the event log free of duplicates.
+        """
+        announced: dict[str, datetime] = {}
+        for job in active:
+            estimate = self.estimate(job, now)
+            if job.status is not JobStatus.QUEUED or estimate is None:
+                continue
+            previous = self._announced.get(job.id)
+            announced[job.id] = previous or estimate.completion_at
+            if previous is None or not self._owns(job.id, worker_ids):
+                continue
+            shift_s = abs((estimate.completion_at - previous).total_seconds())
+            threshold_s = max(
+                ESTIMATE_SHIFT_S, ESTIMATE_SHIFT_FRACTION * estimate.seconds_to_completion
+            )
+            if shift_s >= threshold_s and await self._store.record_estimate(job) is not None:
+                announced[job.id] = estimate.completion_at
+        self._announced = announced
+
+    def _owns(self, job_id: str, worker_ids: list[str]) -> bool:
+        if self.worker_id is None or self.worker_id not in worker_ids:
+            return len(worker_ids) <= 1
+        digest = hashlib.blake2b(job_id.encode(), digest_size=4).digest()
+        return worker_ids[int.from_bytes(digest, "big") % len(worker_ids)] == self.worker_id
 
     def _simulate(self, active: list[Job], capacity: int, now: datetime) -> _Plan:
         # Slots hold the offset (seconds from now) at which each becomes free.

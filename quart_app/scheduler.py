@@ -64,6 +64,7 @@ class Scheduler:
         self.feed = EventFeed(self.store.events_after, self.bus, EVENT_POLL_INTERVAL_S)
         self.estimator = Estimator(self.store, registry, settings)
         self.supervisor = Supervisor(self.store, registry, settings)
+        self.estimator.worker_id = self.supervisor.worker_id
         self._background: set[asyncio.Task[None]] = set()
         self.accepting = False
         self.open_streams = 0
@@ -112,6 +113,15 @@ class Scheduler:
         except pydantic.ValidationError as error:
             raise params_error(submission.task, error) from error
 
+        expected_s = self.estimator.expected_duration_s(submission.task, params)
+        timeout_s = submission.timeout_s or self.settings.default_timeout_s
+        if expected_s is not None and expected_s > timeout_s:
+            raise ValidationError(
+                f"task {submission.task!r} with these params runs for {expected_s:g} s, longer "
+                f"than the job's timeout of {timeout_s:g} s: set a larger timeout",
+                errors=[{"field": "timeout", "problem": f"shorter than the {expected_s:g} s run"}],
+            )
+
         now = utcnow()
         job = Job(
             id=new_job_id(),
@@ -121,10 +131,10 @@ class Scheduler:
             priority=submission.priority,
             attempt=1,
             max_attempts=submission.max_attempts or self.settings.default_max_attempts,
-            timeout_s=submission.timeout_s or self.settings.default_timeout_s,
+            timeout_s=timeout_s,
             created_at=now,
             scheduled_at=now + timedelta(seconds=submission.delay_s),
-            expected_duration_s=self.estimator.expected_duration_s(submission.task, params),
+            expected_duration_s=expected_s,
             idempotency_key=idempotency_key,
             request_hash=_request_hash(submission, params) if idempotency_key else None,
         )
@@ -234,13 +244,13 @@ _PAST_TENSE = {
 
 def params_error(task: str, error: pydantic.ValidationError) -> ValidationError:
     """Turn pydantic's errors on a task's params into a 422 with one entry per field."""
-    errors = [
-        {
-            "field": ".".join(["params", *(str(part) for part in detail["loc"])]),
-            "problem": detail["msg"],
-        }
-        for detail in error.errors()
-    ]
+    errors = []
+    for detail in error.errors():
+        problem = detail["msg"]
+        if detail["type"] != "missing" and "input" in detail:
+            problem = f"{problem} (got {json.dumps(detail['input'], default=str)[:100]})"
+        field = ".".join(["params", *(str(part) for part in detail["loc"])])
+        errors.append({"field": field, "problem": problem})
     summary = "; ".join(f"{item['field']}: {item['problem']}" for item in errors)
     return ValidationError(
         f"invalid params for task {task!r}: {summary}; GET /api/tasks shows the params schema",

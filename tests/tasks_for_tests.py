@@ -91,3 +91,9 @@ async def markup(context: TaskContext, params: Any) -> None:
 def stubborn(context: TaskContext, params: Seconds) -> None:
     """Block a thread without ever checking for cancellation."""
     time.sleep(params.seconds)
+
+
+@task("test.hang", params=Seconds)
+async def hang(context: TaskContext, params: Seconds) -> None:
+    """Sleep without declaring a duration, so that only a timeout ends it early."""
+    await asyncio.sleep(params.seconds)

@@ -10,6 +10,7 @@ from quart.typing import TestClientProtocol as Client
 from quart_app.jobs import JobStatus
 from quart_app.scheduler import Scheduler, Submission
 
+from . import tasks_for_tests  # noqa: F401  (registers the test tasks)
 from .helpers import wait_for
 
 
@@ -116,7 +117,7 @@ async def test_result_pending_then_available(client: Client, scheduler: Schedule
 
 async def test_result_of_failed_job_is_409(client: Client, scheduler: Scheduler) -> None:
     job, _ = await scheduler.submit(
-        Submission("sleep", {"seconds": 5}, timeout_s=0.05, max_attempts=1)
+        Submission("test.hang", {"seconds": 5}, timeout_s=0.05, max_attempts=1)
     )
     await wait_status(scheduler, job.id, JobStatus.FAILED)
 
@@ -259,6 +260,7 @@ async def test_openapi_describes_the_api(client: Client) -> None:
         (b'{"task": "sleep", "params": {"seconds": NaN}}', 400, "NaN is not a JSON number"),
         (b'{"task": "sleep", "params": {"seconds": 1}, "delay": Infinity}', 400, "Infinity"),
         (b"null", 400, "got a JSON null"),
+        (b'{"task": "sleep", "params": {"seconds": 7200}}', 422, "longer than the job's timeout"),
     ],
 )
 async def test_submit_bad_input_is_rejected(

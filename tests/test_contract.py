@@ -10,6 +10,7 @@ from quart.typing import TestClientProtocol as Client
 
 from quart_app.scheduler import Scheduler, Submission
 
+from . import tasks_for_tests  # noqa: F401  (registers the test tasks)
 from .helpers import wait_for
 
 
@@ -103,7 +104,7 @@ async def test_status_unknown_id_is_invalid(client: Client) -> None:
 
 async def test_status_failed_job_says_failed(client: Client, scheduler: Scheduler) -> None:
     job, _ = await scheduler.submit(
-        Submission("sleep", {"seconds": 5}, timeout_s=0.05, max_attempts=1)
+        Submission("test.hang", {"seconds": 5}, timeout_s=0.05, max_attempts=1)
     )
 
     async def finished() -> dict[str, Any] | None:

@@ -253,6 +253,8 @@ async def test_server_job_that_kills_its_process_fails(make_server: MakeServer) 
         ({"SCHEDULER_CONCURENCY": "2"}, "unknown setting SCHEDULER_CONCURENCY"),
         ({"SCHEDULER_TASKS": "no_such_module"}, "'no_such_module', which cannot be imported"),
         ({"SCHEDULER_STORE": "postgres://db/jobs"}, "unsupported scheme 'postgres'"),
+        ({"SCHEDULER_STORE": "sqlite:///missing/jobs.db"}, "does not exist or is not writable"),
+        ({"SCHEDULER_TIMEOUT": "0"}, "SCHEDULER_TIMEOUT=0.0 is invalid"),
     ],
 )
 def test_server_bad_settings_stop_startup(

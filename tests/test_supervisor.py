@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from quart_app import Settings, create_app
-from quart_app.events import EventKind
+from quart_app.events import Event, EventKind
 from quart_app.jobs import Job, JobStatus, new_job_id, utcnow
 from quart_app.scheduler import Scheduler, Submission
 from quart_app.supervisor import LEASE_EXPIRED_REASON, RESTART_REASON, SHUTDOWN_REASON
@@ -102,7 +102,7 @@ async def test_supervisor_retry_reason_names_error(scheduler: Scheduler) -> None
 
 async def test_supervisor_times_out_long_job(scheduler: Scheduler) -> None:
     job, _ = await scheduler.submit(
-        Submission("sleep", {"seconds": 10}, timeout_s=0.1, max_attempts=2)
+        Submission("test.hang", {"seconds": 10}, timeout_s=0.1, max_attempts=2)
     )
 
     failed = await wait_status(scheduler, job.id, JobStatus.FAILED)
@@ -200,6 +200,33 @@ async def test_supervisor_records_lifecycle_events_in_order(scheduler: Scheduler
     ids = [event.id for event in events]
     assert ids == sorted(ids)
     assert events[-1].data["status"] == "succeeded"
+
+
+async def test_estimate_event_when_queue_ahead_shrinks(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings(concurrency=1))
+    async with serving(app):
+        scheduler: Scheduler = app.extensions["scheduler"]
+        running, _ = await scheduler.submit(Submission("sleep", {"seconds": 5}))
+        await wait_status(scheduler, running.id, JobStatus.RUNNING)
+        ahead, _ = await scheduler.submit(Submission("sleep", {"seconds": 5}))
+        behind, _ = await scheduler.submit(Submission("sleep", {"seconds": 1}))
+        await scheduler.estimator.refresh()
+        before = scheduler.estimate(await scheduler.get(behind.id))
+
+        await scheduler.cancel(ahead.id)
+
+        async def estimate_event() -> list[Event] | None:
+            events = await scheduler.store.events_after(0, 100, job_id=behind.id)
+            found = [event for event in events if event.kind is EventKind.ESTIMATE]
+            return found or None
+
+        events = await wait_for(estimate_event)
+
+    assert before is not None
+    assert events[0].data["status"] == "queued"
+    assert events[0].data["seconds_to_completion"] < before.seconds_to_completion - 3
 
 
 async def test_supervisor_publishes_events_on_bus(scheduler: Scheduler) -> None:

@@ -240,6 +240,10 @@ class JobStore(abc.ABC):
         }
         return await self._apply(Change(job.id, job.status, values, EventKind.CANCELLED, owner))
 
+    async def record_estimate(self, job: Job) -> Job | None:
+        """Record an ``estimate`` event with the job's current representation."""
+        return await self._apply(Change(job.id, job.status, {}, EventKind.ESTIMATE))
+
     async def request_cancel(self, job: Job) -> Job | None:
         """Flag a running job so that the worker holding it cancels its work."""
         change = Change(job.id, JobStatus.RUNNING, {"cancel_requested": True}, None)

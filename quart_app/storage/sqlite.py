@@ -346,7 +346,8 @@ class SQLiteStore(JobStore):
     @_shielded
     async def _update(self, change: Change) -> Job | None:
         columns = _values_to_columns(change.values)
-        assignments = ", ".join(f"{name} = ?" for name in columns)
+        # A change with no values only records its event; SQL needs one assignment anyway.
+        assignments = ", ".join(f"{name} = ?" for name in columns) or "seq = seq"
         sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND status = ?"
         params: list[Any] = [*columns.values(), change.job_id, change.expect_status.value]
         if change.expect_owner is not None:

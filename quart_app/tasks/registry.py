@@ -122,7 +122,7 @@ def load_task_modules(modules: tuple[str, ...]) -> None:
                 f"SCHEDULER_TASKS names module {module!r}, which cannot be imported ({error}); "
                 "give dotted module names on the Python path, separated by commas"
             ) from error
-        except Exception as error:
+        except (Exception, SystemExit) as error:
             raise ConfigError(
                 f"task module {module!r} from SCHEDULER_TASKS failed while importing: "
                 f"{type(error).__name__}: {error}"
