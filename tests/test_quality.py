@@ -13,8 +13,8 @@ from .helpers import REPO_ROOT
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "quart_app", "tests"],
-        ["ruff", "format", "--check", "quart_app", "tests"],
+        ["ruff", "check", "quart_app", "tests", "bench"],
+        ["ruff", "format", "--check", "quart_app", "tests", "bench"],
         ["mypy"],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],

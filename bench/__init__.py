@@ -1,0 +1,1 @@
+"""Benchmarks that compare the scheduler with reference apps measured in the same run."""

@@ -1,0 +1,1 @@
+"""Reference apps the benchmarks compare against."""
