@@ -238,3 +238,21 @@ async def test_store_cancelled_write_leaves_database_usable(
 
     assert created
     assert await store.job(job.id) == job
+
+
+async def test_store_failed_write_spares_its_batch(open_store: OpenStore) -> None:
+    store = await open_store()
+    assert isinstance(store, SQLiteStore)
+
+    async def broken() -> None:
+        raise ValueError("broken write")
+
+    good = [store.enqueue(new_job()) for _ in range(5)]
+    results = await asyncio.gather(
+        *good[:2], store._submit(broken), *good[2:], return_exceptions=True
+    )
+
+    assert isinstance(results[2], ValueError)
+    stored = [result for result in results if isinstance(result, tuple)]
+    assert len(stored) == 5
+    assert len(await store.jobs()) == 5

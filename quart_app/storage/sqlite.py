@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -26,6 +27,8 @@ from .base import Change, JobStore, WorkerInfo
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
+# Writes committed together at most; a batch forms only while writes wait for the last one.
+MAX_BATCH = 256
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
@@ -88,23 +91,27 @@ _COLUMNS = (
 )
 
 
-def _shielded(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Run a write in its own asyncio task that the caller's cancellation does not reach.
+def _batched(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Run a write on the store's writer task, in a transaction shared with concurrent writes.
 
-    A caller cancelled mid-write (a client that hung up, a shutdown) stops waiting, but the
-    write still ends with COMMIT or ROLLBACK and releases the database lock.
+    The caller waits for the result, which arrives only after the commit. A caller that is
+    cancelled (a client that hung up, a shutdown) stops waiting, but its write still ends
+    with the batch's COMMIT or ROLLBACK, so the database is never left locked.
     """
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         store = args[0]
         assert isinstance(store, SQLiteStore)
-        task = asyncio.ensure_future(method(*args, **kwargs))
-        store._writes.add(task)
-        task.add_done_callback(store._writes.discard)
-        return await asyncio.shield(task)
+        return await store._submit(functools.partial(method, *args, **kwargs))
 
     return wrapper
+
+
+@dataclass(frozen=True)
+class _Write:
+    operation: Callable[[], Coroutine[Any, Any, Any]]
+    result: asyncio.Future[Any]
 
 
 class SQLiteStore(JobStore):
@@ -118,7 +125,8 @@ class SQLiteStore(JobStore):
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
-        self._writes: set[asyncio.Task[Any]] = set()
+        self._pending: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         self._writer = await self._connect()
@@ -126,6 +134,7 @@ class SQLiteStore(JobStore):
         await self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         # An in-memory database exists only on its own connection, so reads share it.
         self._reader = self._writer if self._in_memory else await self._connect()
+        self._writer_task = asyncio.create_task(self._write_forever(), name="sqlite-writer")
         logger.info("opened job store %s", self.path)
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -140,9 +149,11 @@ class SQLiteStore(JobStore):
         return connection
 
     async def close(self) -> None:
-        # Writes whose callers were cancelled still run to their commit or rollback.
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        # Writes already submitted, including those of cancelled callers, still commit.
+        if self._writer_task is not None:
+            self._pending.put_nowait(None)
+            await self._writer_task
+            self._writer_task = None
         if self._reader is not None and self._reader is not self._writer:
             await self._reader.close()
         if self._writer is not None:
@@ -151,26 +162,76 @@ class SQLiteStore(JobStore):
 
     # Connections -----------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Hold the write lock and a ``BEGIN IMMEDIATE`` transaction around a block.
+    async def _submit(self, operation: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        if self._writer_task is None or self._writer_task.done():
+            raise RuntimeError("the job store is not open")
+        result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait(_Write(operation, result))
+        # Shielded: the write goes on even if this caller is cancelled.
+        return await asyncio.shield(result)
 
-        Callers run inside ``_shielded`` methods, so a cancelled request cannot stop a
-        transaction halfway and leave the database locked for every process.
-        """
-        assert self._writer is not None, "the store is not open"
+    async def _write_forever(self) -> None:
+        """Commit queued writes in batches: one transaction, and one fsync, per batch."""
+        while True:
+            first = await self._pending.get()
+            batch = [first] if first is not None else []
+            while len(batch) < MAX_BATCH and not self._pending.empty():
+                item = self._pending.get_nowait()
+                if item is None:
+                    first = None
+                    break
+                batch.append(item)
+            if batch:
+                await self._commit_batch(batch)
+            if first is None:
+                return
+
+    async def _commit_batch(self, batch: list[_Write]) -> None:
+        assert self._writer is not None
+        outcomes: list[tuple[_Write, Any, BaseException | None]] = []
         async with self._write_lock:
-            if self._writer.in_transaction:
-                logger.warning("rolled back a transaction left open by an earlier failure")
-                await self._writer.execute("ROLLBACK")
-            await self._writer.execute("BEGIN IMMEDIATE")
             try:
-                yield self._writer
+                if self._writer.in_transaction:
+                    logger.warning("rolled back a transaction left open by an earlier failure")
+                    await self._writer.execute("ROLLBACK")
+                await self._writer.execute("BEGIN IMMEDIATE")
+                for write in batch:
+                    outcomes.append(await self._run_in_savepoint(write))
                 await self._writer.execute("COMMIT")
-            except BaseException:
+            except Exception as batch_error:
+                # The batch as a whole failed (a lock timeout, a full disk): every write in
+                # it failed, and each caller gets the error.
+                logger.warning("failed to commit %d writes: %s", len(batch), batch_error)
                 if self._writer.in_transaction:
                     await self._writer.execute("ROLLBACK")
-                raise
+                outcomes = [(write, None, batch_error) for write in batch]
+        for write, value, failure in outcomes:
+            if write.result.done():
+                continue
+            if failure is None:
+                write.result.set_result(value)
+            else:
+                write.result.set_exception(failure)
+
+    async def _run_in_savepoint(self, write: _Write) -> tuple[_Write, Any, BaseException | None]:
+        # A savepoint per write lets one write fail (a constraint, a bug) without undoing
+        # the others in its batch.
+        assert self._writer is not None
+        await self._writer.execute("SAVEPOINT write")
+        try:
+            value = await write.operation()
+        except Exception as error:
+            await self._writer.execute("ROLLBACK TO write")
+            await self._writer.execute("RELEASE write")
+            return write, None, error
+        await self._writer.execute("RELEASE write")
+        return write, value, None
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection of the batch's transaction; only ``_batched`` methods use it."""
+        assert self._writer is not None, "the store is not open"
+        yield self._writer
 
     async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
         assert self._reader is not None, "the store is not open"
@@ -263,7 +324,7 @@ class SQLiteStore(JobStore):
 
     # Workers ---------------------------------------------------------------------------
 
-    @_shielded
+    @_batched
     async def heartbeat(self, worker_id: str, concurrency: int) -> None:
         async with self._transaction() as db:
             await db.execute(
@@ -272,7 +333,7 @@ class SQLiteStore(JobStore):
                 (worker_id, concurrency, _to_epoch(utcnow())),
             )
 
-    @_shielded
+    @_batched
     async def remove_worker(self, worker_id: str) -> None:
         async with self._transaction() as db:
             await db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
@@ -288,7 +349,7 @@ class SQLiteStore(JobStore):
 
     # Backend hooks ---------------------------------------------------------------------
 
-    @_shielded
+    @_batched
     async def _insert(self, job: Job) -> tuple[Job, bool]:
         async with self._transaction() as db:
             if job.idempotency_key is not None:
@@ -312,7 +373,7 @@ class SQLiteStore(JobStore):
             await self._record(db, stored, EventKind.QUEUED)
             return stored, True
 
-    @_shielded
+    @_batched
     async def _claim(self, worker_id: str, now: datetime, lease_until: datetime) -> Job | None:
         async with self._transaction() as db:
             cursor = await db.execute(
@@ -331,7 +392,7 @@ class SQLiteStore(JobStore):
             await self._record(db, job, EventKind.STARTED)
             return job
 
-    @_shielded
+    @_batched
     async def _renew(self, worker_id: str, lease_until: datetime) -> list[tuple[str, bool]]:
         async with self._transaction() as db:
             cursor = await db.execute(
@@ -343,7 +404,7 @@ class SQLiteStore(JobStore):
             await cursor.close()
         return [(row[0], bool(row[1])) for row in rows]
 
-    @_shielded
+    @_batched
     async def _update(self, change: Change) -> Job | None:
         columns = _values_to_columns(change.values)
         # A change with no values only records its event; SQL needs one assignment anyway.
@@ -368,7 +429,7 @@ class SQLiteStore(JobStore):
         rows = await self._fetchall(f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running'")
         return [_job_from_row(row) for row in rows]
 
-    @_shielded
+    @_batched
     async def _purge(self, finished_before: datetime, tombstones_before: datetime) -> int:
         cutoff = _to_epoch(finished_before)
         async with self._transaction() as db:
