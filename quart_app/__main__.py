@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     config.bind = args.bind or [DEFAULT_BIND]
     config.root_path = args.root_path
     config.logconfig_dict = logging_config(settings.log_level, args.access_log)
-    config.accesslog = "-"
+    # Hypercorn builds each request's log fields whenever an access log is set, which costs
+    # about a tenth of a small request's CPU time, so it is set only on request.
+    config.accesslog = "-" if args.access_log else None
     config.errorlog = "-"
     config.shutdown_timeout = settings.shutdown_grace_s + SHUTDOWN_MARGIN_S
     logging.config.dictConfig(config.logconfig_dict)

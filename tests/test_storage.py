@@ -222,12 +222,14 @@ async def test_store_cancelled_write_leaves_database_usable(
     blocker = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     write = asyncio.create_task(store.enqueue(new_job()))
+    await asyncio.sleep(0)  # one loop turn: the task queues its write
 
-    async def write_waiting() -> bool:
+    async def write_taken() -> bool:
         assert isinstance(store, SQLiteStore)
-        return store._write_lock.locked()
+        return store._pending.empty()
 
-    await wait_for(write_waiting)
+    # The writer has taken the write and waits for the lock held by the other connection.
+    await wait_for(write_taken)
     write.cancel()
     with pytest.raises(asyncio.CancelledError):
         await write
@@ -244,12 +246,12 @@ async def test_store_failed_write_spares_its_batch(open_store: OpenStore) -> Non
     store = await open_store()
     assert isinstance(store, SQLiteStore)
 
-    async def broken() -> None:
+    def broken(db: sqlite3.Connection) -> None:
         raise ValueError("broken write")
 
     good = [store.enqueue(new_job()) for _ in range(5)]
     results = await asyncio.gather(
-        *good[:2], store._submit(broken), *good[2:], return_exceptions=True
+        *good[:2], store._write(broken), *good[2:], return_exceptions=True
     )
 
     assert isinstance(results[2], ValueError)

@@ -1,22 +1,23 @@
 """SQLite job store: one database file shared safely by every worker process on a host.
 
-WAL mode lets readers run beside the single writer. Writes go through one connection and an
-``asyncio.Lock`` per process, each in a ``BEGIN IMMEDIATE`` transaction, so a claim's select
-and update cannot interleave with another process's claim. Reads use a second connection so
-they never wait behind a write's fsync.
+Writes run on one thread with the standard ``sqlite3`` module. Writes that wait while a
+batch commits are committed together in one ``BEGIN IMMEDIATE`` transaction, so many
+concurrent submissions share one fsync, and a claim's select and update cannot interleave
+with another process's claim. WAL mode lets reads run beside the writer, on an aiosqlite
+connection, so they never wait behind a commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -26,10 +27,12 @@ from .base import Change, JobStore, WorkerInfo
 
 logger = logging.getLogger(__name__)
 
-P = ParamSpec("P")
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+
 # Writes committed together at most; a batch forms only while writes wait for the last one.
 MAX_BATCH = 256
-T = TypeVar("T")
+
 
 SCHEMA_VERSION = 1
 
@@ -91,26 +94,9 @@ _COLUMNS = (
 )
 
 
-def _batched(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Run a write on the store's writer task, in a transaction shared with concurrent writes.
-
-    The caller waits for the result, which arrives only after the commit. A caller that is
-    cancelled (a client that hung up, a shutdown) stops waiting, but its write still ends
-    with the batch's COMMIT or ROLLBACK, so the database is never left locked.
-    """
-
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        store = args[0]
-        assert isinstance(store, SQLiteStore)
-        return await store._submit(functools.partial(method, *args, **kwargs))
-
-    return wrapper
-
-
 @dataclass(frozen=True)
 class _Write:
-    operation: Callable[[], Coroutine[Any, Any, Any]]
+    operation: Operation
     result: asyncio.Future[Any]
 
 
@@ -122,30 +108,34 @@ class SQLiteStore(JobStore):
         self.path = path
         self._in_memory = path == ":memory:"
         self._busy_timeout_ms = busy_timeout_ms
-        self._writer: aiosqlite.Connection | None = None
+        # The write connection is used only on this one thread.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._connection: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
         self._pending: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        self._writer = await self._connect()
-        await self._writer.executescript(_SCHEMA)
-        await self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        # An in-memory database exists only on its own connection, so reads share it.
-        self._reader = self._writer if self._in_memory else await self._connect()
+        self._connection = await self._in_thread(self._open_connection)
+        # An in-memory database exists only on its own connection, so reads use it too.
+        if not self._in_memory:
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            self._reader.row_factory = aiosqlite.Row
+            await self._reader.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         self._writer_task = asyncio.create_task(self._write_forever(), name="sqlite-writer")
         logger.info("opened job store %s", self.path)
 
-    async def _connect(self) -> aiosqlite.Connection:
-        connection = await aiosqlite.connect(self.path, isolation_level=None)
-        connection.row_factory = aiosqlite.Row
-        await connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+    def _open_connection(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         if not self._in_memory:
-            await connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA journal_mode = WAL")
             # FULL syncs the WAL on every commit, so a job acknowledged with 202 survives
             # a power loss, not only a process crash.
-            await connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA synchronous = FULL")
+        connection.executescript(_SCHEMA)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return connection
 
     async def close(self) -> None:
@@ -154,24 +144,33 @@ class SQLiteStore(JobStore):
             self._pending.put_nowait(None)
             await self._writer_task
             self._writer_task = None
-        if self._reader is not None and self._reader is not self._writer:
+        if self._reader is not None:
             await self._reader.close()
-        if self._writer is not None:
-            await self._writer.close()
-        self._reader = self._writer = None
+            self._reader = None
+        if self._connection is not None:
+            await self._in_thread(self._connection.close)
+            self._connection = None
+        self._thread.shutdown(wait=True)
 
-    # Connections -----------------------------------------------------------------------
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
-    async def _submit(self, operation: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    # Writes ----------------------------------------------------------------------------
+
+    async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue a write for the next batch and return its result once committed.
+
+        A caller that is cancelled (a client that hung up, a shutdown) stops waiting, but
+        its write still ends with the batch's COMMIT or ROLLBACK, so the database is never
+        left locked.
+        """
         if self._writer_task is None or self._writer_task.done():
             raise RuntimeError("the job store is not open")
         result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.put_nowait(_Write(operation, result))
-        # Shielded: the write goes on even if this caller is cancelled.
         return await asyncio.shield(result)
 
     async def _write_forever(self) -> None:
-        """Commit queued writes in batches: one transaction, and one fsync, per batch."""
         while True:
             first = await self._pending.get()
             batch = [first] if first is not None else []
@@ -182,66 +181,48 @@ class SQLiteStore(JobStore):
                     break
                 batch.append(item)
             if batch:
-                await self._commit_batch(batch)
+                operations = [write.operation for write in batch]
+                outcomes = await self._in_thread(self._commit_batch, operations)
+                for write, (value, failure) in zip(batch, outcomes, strict=True):
+                    if write.result.done():
+                        continue
+                    if failure is None:
+                        write.result.set_result(value)
+                    else:
+                        write.result.set_exception(failure)
             if first is None:
                 return
 
-    async def _commit_batch(self, batch: list[_Write]) -> None:
-        assert self._writer is not None
-        outcomes: list[tuple[_Write, Any, BaseException | None]] = []
-        async with self._write_lock:
-            try:
-                if self._writer.in_transaction:
-                    logger.warning("rolled back a transaction left open by an earlier failure")
-                    await self._writer.execute("ROLLBACK")
-                await self._writer.execute("BEGIN IMMEDIATE")
-                for write in batch:
-                    outcomes.append(await self._run_in_savepoint(write))
-                await self._writer.execute("COMMIT")
-            except Exception as batch_error:
-                # The batch as a whole failed (a lock timeout, a full disk): every write in
-                # it failed, and each caller gets the error.
-                logger.warning("failed to commit %d writes: %s", len(batch), batch_error)
-                if self._writer.in_transaction:
-                    await self._writer.execute("ROLLBACK")
-                outcomes = [(write, None, batch_error) for write in batch]
-        for write, value, failure in outcomes:
-            if write.result.done():
-                continue
-            if failure is None:
-                write.result.set_result(value)
-            else:
-                write.result.set_exception(failure)
+    def _commit_batch(self, operations: list[Operation]) -> list[tuple[Any, Exception | None]]:
+        """Run ``operations`` in one transaction, each in a savepoint; runs on the thread.
 
-    async def _run_in_savepoint(self, write: _Write) -> tuple[_Write, Any, BaseException | None]:
-        # A savepoint per write lets one write fail (a constraint, a bug) without undoing
-        # the others in its batch.
-        assert self._writer is not None
-        await self._writer.execute("SAVEPOINT write")
+        A failing operation is rolled back to its savepoint without undoing the others. If
+        the transaction itself fails (a lock timeout, a full disk), every operation fails.
+        """
+        connection = self._connection
+        assert connection is not None, "the store is not open"
         try:
-            value = await write.operation()
+            if connection.in_transaction:
+                logger.warning("rolled back a transaction left open by an earlier failure")
+                connection.execute("ROLLBACK")
+            connection.execute("BEGIN IMMEDIATE")
+            outcomes = [_run_in_savepoint(connection, operation) for operation in operations]
+            connection.execute("COMMIT")
+            return outcomes
         except Exception as error:
-            await self._writer.execute("ROLLBACK TO write")
-            await self._writer.execute("RELEASE write")
-            return write, None, error
-        await self._writer.execute("RELEASE write")
-        return write, value, None
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection of the batch's transaction; only ``_batched`` methods use it."""
-        assert self._writer is not None, "the store is not open"
-        yield self._writer
-
-    async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
-        assert self._reader is not None, "the store is not open"
-        if self._in_memory:
-            # The shared connection may be inside a transaction of another coroutine.
-            async with self._write_lock:
-                return list(await self._reader.execute_fetchall(sql, params))
-        return list(await self._reader.execute_fetchall(sql, params))
+            logger.warning("failed to commit %d writes: %s", len(operations), error)
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            return [(None, error) for _ in operations]
 
     # Reads -----------------------------------------------------------------------------
+
+    async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        if self._reader is None:
+            connection = self._connection
+            assert connection is not None, "the store is not open"
+            return await self._in_thread(lambda: connection.execute(sql, params).fetchall())
+        return list(await self._reader.execute_fetchall(sql, params))
 
     async def job(self, job_id: str) -> Job | None:
         rows = await self._fetchall(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
@@ -324,19 +305,18 @@ class SQLiteStore(JobStore):
 
     # Workers ---------------------------------------------------------------------------
 
-    @_batched
     async def heartbeat(self, worker_id: str, concurrency: int) -> None:
-        async with self._transaction() as db:
-            await db.execute(
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO workers (id, concurrency, heartbeat_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
                 (worker_id, concurrency, _to_epoch(utcnow())),
             )
 
-    @_batched
+        await self._write(write)
+
     async def remove_worker(self, worker_id: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+        await self._write(lambda db: db.execute("DELETE FROM workers WHERE id = ?", (worker_id,)))
 
     async def live_workers(self, since: datetime) -> list[WorkerInfo]:
         rows = await self._fetchall(
@@ -349,62 +329,57 @@ class SQLiteStore(JobStore):
 
     # Backend hooks ---------------------------------------------------------------------
 
-    @_batched
     async def _insert(self, job: Job) -> tuple[Job, bool]:
-        async with self._transaction() as db:
+        def write(db: sqlite3.Connection) -> tuple[Job, bool]:
             if job.idempotency_key is not None:
-                cursor = await db.execute(
+                existing = db.execute(
                     f"SELECT {_COLUMNS} FROM jobs WHERE idempotency_key = ?",
                     (job.idempotency_key,),
-                )
-                existing = await cursor.fetchone()
+                ).fetchone()
                 if existing is not None:
                     return _job_from_row(existing), False
             columns = _job_to_columns(job)
             names = ", ".join(columns)
             marks = ", ".join("?" * len(columns))
-            cursor = await db.execute(
+            row = db.execute(
                 f"INSERT INTO jobs ({names}) VALUES ({marks}) RETURNING seq",
                 tuple(columns.values()),
-            )
-            row = await cursor.fetchone()
-            await cursor.close()
-            stored = job.evolve(seq=int(row[0]) if row else None)
-            await self._record(db, stored, EventKind.QUEUED)
+            ).fetchone()
+            stored = job.evolve(seq=int(row[0]))
+            self._record(db, stored, EventKind.QUEUED)
             return stored, True
 
-    @_batched
+        return await self._write(write)
+
     async def _claim(self, worker_id: str, now: datetime, lease_until: datetime) -> Job | None:
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        def write(db: sqlite3.Connection) -> Job | None:
+            row = db.execute(
                 f"UPDATE jobs SET status = 'running', started_at = ?, lease_owner = ?, "
                 f"lease_expires_at = ?, progress = 0, progress_message = NULL, "
                 f"status_reason = NULL "
                 f"WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' AND scheduled_at <= ? "
                 f"ORDER BY priority DESC, seq LIMIT 1) RETURNING {_COLUMNS}",
                 (_to_epoch(now), worker_id, _to_epoch(lease_until), _to_epoch(now)),
-            )
-            row = await cursor.fetchone()
-            await cursor.close()
+            ).fetchone()
             if row is None:
                 return None
             job = _job_from_row(row)
-            await self._record(db, job, EventKind.STARTED)
+            self._record(db, job, EventKind.STARTED)
             return job
 
-    @_batched
+        return await self._write(write)
+
     async def _renew(self, worker_id: str, lease_until: datetime) -> list[tuple[str, bool]]:
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        def write(db: sqlite3.Connection) -> list[tuple[str, bool]]:
+            rows = db.execute(
                 "UPDATE jobs SET lease_expires_at = ? WHERE status = 'running' "
                 "AND lease_owner = ? RETURNING id, cancel_requested",
                 (_to_epoch(lease_until), worker_id),
-            )
-            rows = await cursor.fetchall()
-            await cursor.close()
-        return [(row[0], bool(row[1])) for row in rows]
+            ).fetchall()
+            return [(row[0], bool(row[1])) for row in rows]
 
-    @_batched
+        return await self._write(write)
+
     async def _update(self, change: Change) -> Job | None:
         columns = _values_to_columns(change.values)
         # A change with no values only records its event; SQL needs one assignment anyway.
@@ -414,53 +389,69 @@ class SQLiteStore(JobStore):
         if change.expect_owner is not None:
             sql += " AND lease_owner = ?"
             params.append(change.expect_owner)
-        async with self._transaction() as db:
-            cursor = await db.execute(f"{sql} RETURNING {_COLUMNS}", tuple(params))
-            row = await cursor.fetchone()
-            await cursor.close()
+
+        def write(db: sqlite3.Connection) -> Job | None:
+            row = db.execute(f"{sql} RETURNING {_COLUMNS}", tuple(params)).fetchone()
             if row is None:
                 return None
             job = _job_from_row(row)
             if change.event is not None:
-                await self._record(db, job, change.event)
+                self._record(db, job, change.event)
             return job
+
+        return await self._write(write)
 
     async def _running_jobs(self) -> list[Job]:
         rows = await self._fetchall(f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running'")
         return [_job_from_row(row) for row in rows]
 
-    @_batched
     async def _purge(self, finished_before: datetime, tombstones_before: datetime) -> int:
         cutoff = _to_epoch(finished_before)
-        async with self._transaction() as db:
-            await db.execute(
+
+        def write(db: sqlite3.Connection) -> int:
+            db.execute(
                 "INSERT OR REPLACE INTO purged_jobs (id, purged_at) SELECT id, ? FROM jobs "
                 "WHERE finished_at IS NOT NULL AND finished_at < ?",
                 (_to_epoch(utcnow()), cutoff),
             )
-            await db.execute(
+            db.execute(
                 "DELETE FROM events WHERE job_id IN (SELECT id FROM jobs "
                 "WHERE finished_at IS NOT NULL AND finished_at < ?)",
                 (cutoff,),
             )
-            cursor = await db.execute(
+            purged = db.execute(
                 "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)
-            )
-            purged = cursor.rowcount
-            await db.execute(
+            ).rowcount
+            db.execute(
                 "DELETE FROM purged_jobs WHERE purged_at < ?", (_to_epoch(tombstones_before),)
             )
-            await db.execute(
+            db.execute(
                 "DELETE FROM workers WHERE heartbeat_at < ?", (_to_epoch(tombstones_before),)
             )
-        return purged
+            return int(purged)
 
-    async def _record(self, db: aiosqlite.Connection, job: Job, kind: EventKind) -> None:
+        return await self._write(write)
+
+    def _record(self, db: sqlite3.Connection, job: Job, kind: EventKind) -> None:
+        # NOTE: this runs on the writer thread; ``describe`` only reads the estimator's
+        # current plan, which the event loop replaces as a whole and never edits in place.
         data = json.dumps(self.describe(job), separators=(",", ":"))
-        await db.execute(
+        db.execute(
             "INSERT INTO events (job_id, kind, at, data) VALUES (?, ?, ?, ?)",
             (job.id, kind.value, _to_epoch(utcnow()), data),
         )
+
+
+def _run_in_savepoint(db: sqlite3.Connection, operation: Operation) -> tuple[Any, Exception | None]:
+    db.execute("SAVEPOINT write")
+    try:
+        value = operation(db)
+    except Exception as error:
+        db.execute("ROLLBACK TO write")
+        db.execute("RELEASE write")
+        return None, error
+    db.execute("RELEASE write")
+    return value, None
 
 
 # Row conversion --------------------------------------------------------------------------
@@ -522,7 +513,7 @@ def _values_to_columns(values: dict[str, Any]) -> dict[str, Any]:
     return columns
 
 
-def _job_from_row(row: aiosqlite.Row) -> Job:
+def _job_from_row(row: sqlite3.Row) -> Job:
     error = json.loads(row["error"]) if row["error"] else None
     return Job(
         seq=row["seq"],
@@ -553,7 +544,7 @@ def _job_from_row(row: aiosqlite.Row) -> Job:
     )
 
 
-def _event_from_row(row: aiosqlite.Row) -> Event:
+def _event_from_row(row: sqlite3.Row) -> Event:
     return Event(
         id=int(row[0]),
         job_id=row[1],
