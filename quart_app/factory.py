@@ -16,6 +16,7 @@ from .api import blueprints
 from .api.common import check_host
 from .config import Settings
 from .errors import register_error_handlers
+from .fastpath import FastPath
 from .scheduler import Scheduler
 from .tasks import TaskRegistry, load_task_modules, registry
 
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None, *, tasks: TaskRegistry | None =
     app.before_serving(scheduler.start)
     app.after_serving(scheduler.stop)
 
+    fast_path = FastPath(app.asgi_app, scheduler, app.json.dumps)
+    app.asgi_app = fast_path  # type: ignore[method-assign, assignment]
     if settings.proxy_hops > 0:
         # Trust X-Forwarded-Proto/Host/For from this many proxies in front of the app.
         app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]

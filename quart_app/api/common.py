@@ -11,6 +11,7 @@ from quart import Response, current_app, has_request_context, request, websocket
 
 from ..errors import BadRequestError, UnavailableError, ValidationError
 from ..scheduler import Scheduler, Submission
+from ..views import job_links
 from .schemas import SubmitRequest
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ MAX_JSON_DEPTH = 32
 
 
 # A host name or IPv4 address, or an IPv6 address in brackets, with an optional port.
-_HOST_RE = re.compile(
+HOST_RE = re.compile(
     r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,253}|\[[0-9A-Fa-f:.]+\])"  # name, IPv4 or [IPv6]
     r"(?::\d{1,5})?$"  # port
 )
@@ -32,7 +33,7 @@ async def check_host() -> None:
     """Reject a missing or malformed Host header, from which absolute URLs are built."""
     headers = request.headers if has_request_context() else websocket.headers
     host = headers.get("Host", "")
-    if not _HOST_RE.match(host):
+    if not HOST_RE.match(host):
         raise BadRequestError(
             f"missing or invalid Host header {host[:80]!r}: send the server's host name "
             "and port, such as Host: localhost:5000"
@@ -148,20 +149,9 @@ def require_accepting() -> None:
         raise UnavailableError("the service is shutting down and accepts no new jobs; retry later")
 
 
-def job_links(job_id: str, root: str | None = None) -> dict[str, str]:
-    """Return root-relative links to the job's resources."""
-    root = request.root_path if root is None else root
-    return {
-        "self": f"{root}/api/jobs/{job_id}",
-        "result": f"{root}/api/jobs/{job_id}/result",
-        "events": f"{root}/api/jobs/{job_id}/events",
-        "status": f"{root}/api?id={job_id}",
-    }
-
-
 def job_body(job: Job) -> dict[str, Any]:
     body = scheduler().describe(job)
-    body["links"] = job_links(job.id)
+    body["links"] = job_links(job.id, request.root_path)
     return body
 
 

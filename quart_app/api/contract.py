@@ -14,8 +14,8 @@ from quart import Blueprint, Response, request, url_for
 from quart_schema import document_querystring, document_request, document_response
 
 from ..errors import InvalidIdError
-from ..jobs import JobStatus, isoformat
 from ..scheduler import Submission
+from ..views import status_view
 from .common import (
     idempotency_key,
     json_response,
@@ -26,12 +26,6 @@ from .common import (
 from .schemas import Accepted, ErrorBody, Finished, InProgress, SubmitRequest
 
 blueprint = Blueprint("contract", __name__)
-
-_FINISHED_MESSAGES = {
-    JobStatus.SUCCEEDED: "Job is done!",
-    JobStatus.FAILED: "Job failed!",
-    JobStatus.CANCELLED: "Job was cancelled!",
-}
 
 
 class StatusQuery(BaseModel):
@@ -71,25 +65,5 @@ async def status() -> Response:
     job = await scheduler().find(request.args.get("id", ""))
     if job is None:
         raise InvalidIdError()
-
-    if job.status in _FINISHED_MESSAGES:
-        body: dict[str, object] = {
-            "message": _FINISHED_MESSAGES[job.status],
-            "status": job.status.value,
-        }
-        if job.status is JobStatus.SUCCEEDED:
-            body["result_url"] = url_for("jobs.result", job_id=job.id)
-        elif job.error is not None:
-            body["error"] = job.error.to_dict()
-        return json_response(body)
-
-    estimate = scheduler().estimate(job)
-    assert estimate is not None
-    body = {
-        "message": "Job is still in progress!",
-        "estimated_time_completion": isoformat(estimate.completion_at),
-        "seconds_to_completion": estimate.seconds_to_completion,
-        "status": job.status.value,
-        "progress": job.progress,
-    }
-    return json_response(body, 202, {"Retry-After": str(estimate.retry_after_s)})
+    status, body, headers = status_view(job, scheduler().estimate(job), request.root_path)
+    return json_response(body, status, headers)

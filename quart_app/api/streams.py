@@ -20,7 +20,8 @@ from ..streams import (
     snapshot_event,
     with_send_timeout,
 )
-from .common import job_links, scheduler
+from ..views import job_links
+from .common import scheduler
 from .jobs import parse_statuses
 from .schemas import ErrorBody, EventStreamQuery
 

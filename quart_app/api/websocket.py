@@ -24,7 +24,8 @@ from ..events import Event, StreamClosedError, Subscription
 from ..jobs import is_job_id
 from ..scheduler import Scheduler, Submission
 from ..streams import EventReader, snapshot_event
-from .common import body_error, job_links, scheduler
+from ..views import job_links
+from .common import body_error, scheduler
 from .schemas import SubmitRequest
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class FeedSession:
         self._jobs: set[str] = set()
         self._reader = EventReader(current, subscription, 0, accept=self._wants)
         self._send_lock = asyncio.Lock()
+        # Per job: the event id its last snapshot covers.
+        self._cursors: dict[str, int] = {}
 
     def _wants(self, event: Event) -> bool:
         return self._all or event.job_id in self._jobs
@@ -76,8 +79,12 @@ class FeedSession:
             except StreamClosedError:
                 await websocket.close(1012, "service restarting")
                 return
-            if event is not None:
-                await self._send(self._event_frame(event))
+            if event is None:
+                continue
+            async with self._send_lock:
+                # Skip events that a snapshot sent meanwhile already covers.
+                if event.id > self._cursors.get(event.job_id, 0):
+                    await self._send_now(self._event_frame(event))
 
     async def _receive_commands(self) -> None:
         while True:
@@ -122,12 +129,20 @@ class FeedSession:
                 'subscribe with {"all": true} instead'
             )
         # Look every job up first, so an unknown id changes nothing.
-        jobs = [await self._scheduler.get(job_id) for job_id in sorted(job_ids)]
-        self._jobs |= job_ids
-        for job in jobs:
-            event_id = await self._scheduler.store.last_event_id(job_id=job.id)
-            snapshot = snapshot_event(self._scheduler.describe(job), event_id, job.id)
-            await self._send(self._event_frame(snapshot))
+        for job_id in sorted(job_ids):
+            await self._scheduler.get(job_id)
+
+        # Holding the send lock keeps live events of these jobs behind their snapshots.
+        # An event read before the job joined the set was committed before the snapshot
+        # below was read, so the snapshot already shows it.
+        async with self._send_lock:
+            self._jobs |= job_ids
+            for job_id in sorted(job_ids):
+                event_id = await self._scheduler.store.last_event_id(job_id=job_id)
+                job = await self._scheduler.get(job_id)
+                self._cursors[job_id] = event_id
+                snapshot = snapshot_event(self._scheduler.describe(job), event_id, job_id)
+                await self._send_now(self._event_frame(snapshot))
         return {"type": "subscribed", "all": self._all, "jobs": sorted(self._jobs)}
 
     def _unsubscribe(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -173,12 +188,15 @@ class FeedSession:
         }
 
     async def _send(self, frame: dict[str, Any]) -> None:
-        # A client that stops reading must not hold the server: time the send out.
         async with self._send_lock:
-            await asyncio.wait_for(
-                websocket.send(json.dumps(frame, separators=(",", ":"))),
-                self._scheduler.settings.sse_send_timeout_s,
-            )
+            await self._send_now(frame)
+
+    async def _send_now(self, frame: dict[str, Any]) -> None:
+        # A client that stops reading must not hold the server: time the send out.
+        await asyncio.wait_for(
+            websocket.send(json.dumps(frame, separators=(",", ":"))),
+            self._scheduler.settings.sse_send_timeout_s,
+        )
 
 
 def _parse(raw: str | bytes) -> dict[str, Any]:

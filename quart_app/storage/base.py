@@ -69,6 +69,10 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
+class ReadWouldBlockError(Exception):
+    """Raised by ``JobStore.job_nowait`` when the read cannot finish at once."""
+
+
 class JobStore(abc.ABC):
     """Durable jobs, results and events. Every method is safe to call from several processes."""
 
@@ -89,6 +93,14 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def job(self, job_id: str) -> Job | None:
         """Return the job, or ``None`` when no such job exists (or it was purged)."""
+
+    def job_nowait(self, job_id: str) -> Job | None:
+        """Read a job without awaiting, for hot read paths.
+
+        Raise ``ReadWouldBlockError`` when the backend cannot answer at once; the caller
+        then uses ``job()``.
+        """
+        raise ReadWouldBlockError
 
     @abc.abstractmethod
     async def is_purged(self, job_id: str) -> bool: ...
