@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -67,7 +68,10 @@ def create_app(settings: Settings | None = None, *, tasks: TaskRegistry | None =
     app.before_serving(scheduler.start)
     app.after_serving(scheduler.stop)
 
-    fast_path = FastPath(app.asgi_app, scheduler, app.json.dumps)
+    # Compact separators, as Quart's own JSON responses use outside debug mode.
+    fast_path = FastPath(
+        app.asgi_app, scheduler, functools.partial(app.json.dumps, separators=(",", ":"))
+    )
     app.asgi_app = fast_path  # type: ignore[method-assign, assignment]
     if settings.proxy_hops > 0:
         # Trust X-Forwarded-Proto/Host/For from this many proxies in front of the app.

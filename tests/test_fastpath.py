@@ -1,0 +1,85 @@
+"""The ASGI fast path answers exactly as the Quart routes it stands in front of."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+from quart_app.jobs import JobStatus
+from quart_app.scheduler import Scheduler, Submission
+from quart_app.storage.base import ReadWouldBlockError
+
+from .helpers import wait_for
+
+# Estimates move between two requests, so they are compared apart from the rest.
+MOVING = ("seconds_to_completion", "estimated_time_completion")
+
+
+async def both_paths(
+    client: Client, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch, path: str
+) -> tuple[tuple[int, str, dict[str, Any]], tuple[int, str, dict[str, Any]]]:
+    fast = await client.get(path)
+
+    def would_block(job_id: str) -> None:
+        raise ReadWouldBlockError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(scheduler.store, "job_nowait", would_block)
+        slow = await client.get(path)
+
+    results = []
+    for response in (fast, slow):
+        body = json.loads(await response.get_data())
+        headers = {name: response.headers.get(name) for name in ("Content-Type", "Cache-Control")}
+        results.append((response.status_code, json.dumps(headers), body))
+    return results[0], results[1]
+
+
+async def finished_job(scheduler: Scheduler) -> str:
+    job, _ = await scheduler.submit(Submission("sleep", {"seconds": 0}))
+
+    async def done() -> bool:
+        return (await scheduler.get(job.id)).status is JobStatus.SUCCEEDED
+
+    await wait_for(done)
+    return job.id
+
+
+@pytest.mark.parametrize("route", ["/api?id={id}", "/api/jobs/{id}"])
+async def test_fast_path_matches_route_for_finished_job(
+    client: Client, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    job_id = await finished_job(scheduler)
+
+    fast, slow = await both_paths(client, scheduler, monkeypatch, route.format(id=job_id))
+
+    assert fast == slow
+
+
+@pytest.mark.parametrize("route", ["/api?id={id}", "/api/jobs/{id}"])
+async def test_fast_path_matches_route_for_queued_job(
+    client: Client, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    job, _ = await scheduler.submit(Submission("sleep", {"seconds": 1}, delay_s=600))
+
+    fast, slow = await both_paths(client, scheduler, monkeypatch, route.format(id=job.id))
+
+    for key in MOVING:
+        assert fast[2].pop(key) is not None
+        assert slow[2].pop(key) is not None
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api?id=AAAAAAAAAAAAAAAAAAAAAA", "/api?id=bad", "/api", "/api/jobs/AAAAAAAAAAAAAAAAAAAAAA"],
+)
+async def test_fast_path_matches_route_for_bad_ids(
+    client: Client, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    fast, slow = await both_paths(client, scheduler, monkeypatch, path)
+
+    assert fast == slow
