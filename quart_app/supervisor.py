@@ -122,22 +122,32 @@ class Supervisor:
 
     async def _claim_forever(self) -> None:
         while True:
+            # Wait for one free slot, then take every other free one, so that one claim
+            # (one transaction) can fill them all.
             await self._slots.acquire()
+            free = 1
+            while not self._slots.locked():
+                await self._slots.acquire()
+                free += 1
             self._wakeup.clear()
             try:
-                job = await self._store.claim(self.worker_id, self._settings.lease_s)
+                jobs = await self._store.claim(self.worker_id, self._settings.lease_s, free)
             except Exception:
-                logger.warning("failed to claim a job; retrying", exc_info=True)
-                job = None
-            if job is None:
+                logger.warning("failed to claim jobs; retrying", exc_info=True)
+                jobs = []
+            for _ in range(free - len(jobs)):
                 self._slots.release()
+            for job in jobs:
+                self._start(job)
+            if not jobs:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._settings.poll_interval_s)
-                continue
-            self._running[job.id] = _RunningJob(job)
-            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
-            self._job_tasks.add(task)
-            task.add_done_callback(self._job_done)
+
+    def _start(self, job: Job) -> None:
+        self._running[job.id] = _RunningJob(job)
+        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_done)
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._job_tasks.discard(task)

@@ -37,6 +37,11 @@ async def open_store(tmp_path: Path) -> AsyncIterator[OpenStore]:
         await store.close()
 
 
+async def claim_one(store: JobStore, worker_id: str, lease_s: float) -> Job | None:
+    jobs = await store.claim(worker_id, lease_s)
+    return jobs[0] if jobs else None
+
+
 def new_job(**changes: object) -> Job:
     now = utcnow()
     job = Job(
@@ -60,7 +65,7 @@ async def test_store_claims_each_job_once_across_connections(open_store: OpenSto
 
     async def drain(store: JobStore, worker: str) -> list[str]:
         claimed = []
-        while (job := await store.claim(worker, 30)) is not None:
+        while (job := await claim_one(store, worker, 30)) is not None:
             claimed.append(job.id)
         return claimed
 
@@ -70,6 +75,20 @@ async def test_store_claims_each_job_once_across_connections(open_store: OpenSto
 
     claimed = [job_id for result in results for job_id in result]
     assert sorted(claimed) == sorted(ids)
+
+
+async def test_store_claims_several_jobs_in_one_call(open_store: OpenStore) -> None:
+    first, second = await open_store(), await open_store()
+    ids = [(await first.enqueue(new_job()))[0].id for _ in range(30)]
+
+    batches = await asyncio.gather(
+        *(store.claim(worker, 30, limit=4) for store, worker in [(first, "a"), (second, "b")] * 5)
+    )
+
+    claimed = [job.id for batch in batches for job in batch]
+    assert sorted(claimed) == sorted(ids)
+    assert all(len(batch) <= 4 for batch in batches)
+    assert [job.id for job in batches[0]] == ids[:4]
 
 
 async def test_store_claims_by_priority_then_fifo(open_store: OpenStore) -> None:
@@ -82,7 +101,7 @@ async def test_store_claims_by_priority_then_fifo(open_store: OpenStore) -> None
         0
     ]
 
-    order = [(await store.claim("w", 30)) for _ in range(5)]
+    order = [(await claim_one(store, "w", 30)) for _ in range(5)]
 
     assert [job.id if job else None for job in order] == [
         high.id,
@@ -105,7 +124,7 @@ async def test_store_job_is_visible_to_other_connection(open_store: OpenStore) -
 async def test_store_finish_requires_lease_owner(open_store: OpenStore) -> None:
     store = await open_store()
     await store.enqueue(new_job())
-    job = await store.claim("owner", 30)
+    job = await claim_one(store, "owner", 30)
     assert job is not None
 
     assert await store.succeed(job, "intruder", {"x": 1}) is None
@@ -120,7 +139,7 @@ async def test_store_finish_requires_lease_owner(open_store: OpenStore) -> None:
 async def test_store_renew_reports_cancel_requests(open_store: OpenStore) -> None:
     store = await open_store()
     await store.enqueue(new_job())
-    job = await store.claim("owner", 1)
+    job = await claim_one(store, "owner", 1)
     assert job is not None
     await store.request_cancel(job)
 
@@ -135,7 +154,7 @@ async def test_store_renew_reports_cancel_requests(open_store: OpenStore) -> Non
 async def test_store_events_are_ordered_per_job(open_store: OpenStore) -> None:
     store = await open_store()
     job, _ = await store.enqueue(new_job())
-    claimed = await store.claim("w", 30)
+    claimed = await claim_one(store, "w", 30)
     assert claimed is not None
     await store.record_progress(claimed, "w", 0.5, "half")
     await store.fail(claimed, "w", JobError("ValueError", "bad"))
@@ -157,7 +176,7 @@ async def test_store_purge_removes_only_old_finished_jobs(open_store: OpenStore)
     store = await open_store()
     old, _ = await store.enqueue(new_job())
     active, _ = await store.enqueue(new_job(scheduled_at=utcnow() + timedelta(hours=1)))
-    claimed = await store.claim("w", 30)
+    claimed = await claim_one(store, "w", 30)
     assert claimed is not None and claimed.id == old.id
     await store.succeed(claimed, "w", None)
 
@@ -174,7 +193,7 @@ async def test_store_counts_by_status(open_store: OpenStore) -> None:
     store = await open_store()
     await store.enqueue(new_job())
     await store.enqueue(new_job())
-    await store.claim("w", 30)
+    await claim_one(store, "w", 30)
 
     assert await store.counts() == {
         "queued": 1,
@@ -190,7 +209,7 @@ async def test_memory_store_works_in_one_process() -> None:
     await store.open()
     try:
         job, _ = await store.enqueue(new_job())
-        assert await store.claim("w", 30) == job.evolve(
+        assert await claim_one(store, "w", 30) == job.evolve(
             status=JobStatus.RUNNING,
             started_at=(await store.job(job.id)).started_at,  # type: ignore[union-attr]
             lease_owner="w",

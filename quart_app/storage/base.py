@@ -168,13 +168,13 @@ class JobStore(abc.ABC):
             self.on_commit()
         return stored, created
 
-    async def claim(self, worker_id: str, lease_s: float) -> Job | None:
-        """Atomically take the next due job for ``worker_id``; ``None`` when none is due."""
+    async def claim(self, worker_id: str, lease_s: float, limit: int = 1) -> list[Job]:
+        """Atomically take up to ``limit`` due jobs for ``worker_id``, in run order."""
         now = utcnow()
-        job = await self._claim(worker_id, now, now + timedelta(seconds=lease_s))
-        if job is not None:
+        jobs = await self._claim(worker_id, now, now + timedelta(seconds=lease_s), limit)
+        if jobs:
             self.on_commit()
-        return job
+        return jobs
 
     async def renew(self, worker_id: str, lease_s: float) -> list[tuple[str, bool]]:
         """Extend the leases of the worker's running jobs; return ``(job_id, cancel_requested)``
@@ -288,7 +288,9 @@ class JobStore(abc.ABC):
     async def _insert(self, job: Job) -> tuple[Job, bool]: ...
 
     @abc.abstractmethod
-    async def _claim(self, worker_id: str, now: datetime, lease_until: datetime) -> Job | None: ...
+    async def _claim(
+        self, worker_id: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Job]: ...
 
     @abc.abstractmethod
     async def _renew(self, worker_id: str, lease_until: datetime) -> list[tuple[str, bool]]: ...

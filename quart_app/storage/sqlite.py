@@ -374,21 +374,26 @@ class SQLiteStore(JobStore):
 
         return await self._write(write)
 
-    async def _claim(self, worker_id: str, now: datetime, lease_until: datetime) -> Job | None:
-        def write(db: sqlite3.Connection) -> Job | None:
-            row = db.execute(
-                f"UPDATE jobs SET status = 'running', started_at = ?, lease_owner = ?, "
-                f"lease_expires_at = ?, progress = 0, progress_message = NULL, "
-                f"status_reason = NULL "
-                f"WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' AND scheduled_at <= ? "
-                f"ORDER BY priority DESC, seq LIMIT 1) RETURNING {_COLUMNS}",
-                (_to_epoch(now), worker_id, _to_epoch(lease_until), _to_epoch(now)),
-            ).fetchone()
-            if row is None:
-                return None
-            job = _job_from_row(row)
-            self._record(db, job, EventKind.STARTED)
-            return job
+    async def _claim(
+        self, worker_id: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Job]:
+        def write(db: sqlite3.Connection) -> list[Job]:
+            claimed = []
+            for _ in range(limit):
+                row = db.execute(
+                    f"UPDATE jobs SET status = 'running', started_at = ?, lease_owner = ?, "
+                    f"lease_expires_at = ?, progress = 0, progress_message = NULL, "
+                    f"status_reason = NULL WHERE seq = (SELECT seq FROM jobs "
+                    f"WHERE status = 'queued' AND scheduled_at <= ? "
+                    f"ORDER BY priority DESC, seq LIMIT 1) RETURNING {_COLUMNS}",
+                    (_to_epoch(now), worker_id, _to_epoch(lease_until), _to_epoch(now)),
+                ).fetchone()
+                if row is None:
+                    break
+                job = _job_from_row(row)
+                self._record(db, job, EventKind.STARTED)
+                claimed.append(job)
+            return claimed
 
         return await self._write(write)
 
