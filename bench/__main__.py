@@ -201,14 +201,18 @@ def workers_section(plan: Plan, work: Path) -> dict[str, Any]:
 
 
 def e2e_section(plan: Plan, work: Path) -> dict[str, Any]:
-    product = Server("scheduler-e2e", scheduler(), scheduler_env(work / "e2e.db"))
+    # The same concurrency as arq's worker gets below.
+    env = scheduler_env(work / "e2e.db", SCHEDULER_CONCURRENCY=str(plan.connections))
+    product = Server("scheduler-e2e", scheduler(), env)
     try:
         product.start(work)
-        ours = asyncio.run(e2e.scheduler_jobs_per_s(product.url, plan.e2e_jobs, plan.connections))
+        ours = e2e.scheduler_jobs_per_s(product.url, plan.seconds, plan.connections)
     finally:
         product.stop()
     try:
-        theirs = asyncio.run(e2e.arq_jobs_per_s(plan.e2e_jobs, plan.connections))
+        # arq runs the same number of jobs, capped to keep the run short.
+        count = min(ours["jobs"], plan.e2e_jobs)
+        theirs = asyncio.run(e2e.arq_jobs_per_s(count, plan.connections))
     except Exception as error:  # Redis may be down on a developer's machine
         theirs = {"error": f"{type(error).__name__}: {error}"}
     ratio = ours["jobs_per_s"] / theirs["jobs_per_s"] if "jobs_per_s" in theirs else None

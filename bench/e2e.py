@@ -3,47 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import httpx
 
+from .load import run_load
+
 ZERO_WORK_JOB = {"task": "sleep", "params": {"seconds": 0}}
 ARQ_REDIS_DATABASE = 15
 
 
-async def scheduler_jobs_per_s(url: str, jobs: int, connections: int) -> dict[str, Any]:
-    """Submit ``jobs`` over HTTP with ``connections`` clients; time until every one succeeded."""
-    before = await _succeeded(url)
+def scheduler_jobs_per_s(url: str, seconds: float, connections: int) -> dict[str, Any]:
+    """Submit zero-work jobs over HTTP for ``seconds``; time until every one has succeeded.
+
+    The submissions come from the load generator (wrk when installed), because a Python
+    HTTP client cannot submit fast enough to keep the server busy.
+    """
+    before = asyncio.run(_succeeded(url))
     started = time.monotonic()
-    limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(jobs):
-            queue.put_nowait(index)
-        errors = 0
-
-        async def submitter() -> None:
-            nonlocal errors
-            while not queue.empty():
-                queue.get_nowait()
-                response = await client.post("/api/jobs", json=ZERO_WORK_JOB)
-                errors += response.status_code != 202
-
-        await asyncio.gather(*(submitter() for _ in range(connections)))
-        submitted_s = time.monotonic() - started
-        deadline = time.monotonic() + 300
-        while await _succeeded(url, client) < before + jobs - errors:
-            if time.monotonic() > deadline:
-                raise RuntimeError("jobs did not finish within 300 s")
-            await asyncio.sleep(0.02)
+    result = run_load(
+        url + "/api/jobs",
+        seconds=seconds,
+        connections=connections,
+        method="POST",
+        body=json.dumps(ZERO_WORK_JOB).encode(),
+    )
+    submitted_s = time.monotonic() - started
+    jobs = result.requests - result.errors
+    deadline = time.monotonic() + 300
+    while asyncio.run(_succeeded(url)) < before + jobs:
+        if time.monotonic() > deadline:
+            raise RuntimeError("jobs did not finish within 300 s")
+        time.sleep(0.02)
     elapsed_s = time.monotonic() - started
     return {
         "jobs": jobs,
         "elapsed_s": elapsed_s,
         "submitted_s": submitted_s,
         "jobs_per_s": jobs / elapsed_s,
-        "errors": errors,
+        "errors": result.errors,
     }
 
 
