@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 # Run time assumed for a task with no known duration and no finished run yet.
 UNKNOWN_DURATION_S = 30.0
 HISTORY_SIZE = 20
-# Progress below this fraction says too little about the total run time to use it.
+# Progress below this fraction predicts the total run time too poorly to use.
 MIN_USEFUL_PROGRESS = 0.05
 PROGRESS_TRUSTED = 0.25
 # The simulation plans this many queued jobs; later ones are placed after the last of them.
@@ -143,7 +143,7 @@ class Estimator:
             basis = "progress"
         if remaining_s <= 0:
             # Overdue: keep the estimate ahead of now, further the later the job runs,
-            # instead of answering zero for a job that is not done.
+            # instead of returning zero for a job that is not done.
             remaining_s = 0.5 + 0.25 * -remaining_s
         return remaining_s, basis
 

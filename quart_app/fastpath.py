@@ -1,9 +1,9 @@
 """An ASGI fast path for the hottest read-only routes: ``GET /api?id=`` and ``GET /api/jobs/<id>``.
 
-Pollers call these routes far more often than anything else. This middleware answers them
-without the framework's request handling, from the same response builders as the Quart
-routes (``views.py``), and hands every other request, and every case it does not handle
-itself (unknown jobs, bad Host headers, a read that would block), to the Quart app.
+Pollers call these routes far more often than anything else. This middleware responds to
+them without the framework's request handling, using the same response builders as the
+Quart routes (``views.py``). Every other request goes to the Quart app, and so does every
+case the middleware leaves alone: unknown jobs, bad Host headers, a read that would block.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _JOBS_PREFIX = "/api/jobs/"
 
 
 class FastPath:
-    """Wrap an ASGI app; answer job reads directly and pass everything else on."""
+    """Wrap an ASGI app, serving job reads directly and passing everything else on."""
 
     def __init__(self, app: Any, scheduler: Scheduler, dumps: Callable[[Any], str]) -> None:
         self.app = app
@@ -77,7 +77,7 @@ class FastPath:
         return True
 
     def _read(self, job_id: str) -> tuple[bool, Job | None]:
-        """Return whether the store could answer at once, and the job if it exists."""
+        """Return whether the store could read at once, and the job if it exists."""
         try:
             return True, self.scheduler.store.job_nowait(job_id)
         except ReadWouldBlockError:

@@ -223,7 +223,7 @@ class Scheduler:
             else:
                 flagged = await self.store.request_cancel(job)
                 if flagged is not None:
-                    # The worker that holds the job sees the flag at its next lease renewal;
+                    # The worker that holds the job reads the flag at its next lease renewal;
                     # when that is this process, stop the work now.
                     self.supervisor.cancel_local(job_id)
                     return flagged

@@ -41,9 +41,9 @@ class _RunningJob:
 class Supervisor:
     """Runs up to ``settings.concurrency`` jobs at once in this process.
 
-    Several supervisors (one per worker process) may share one store: the store's atomic
-    claim gives each job to exactly one of them, and each renews the leases of the jobs it
-    runs so the others reclaim a job only after its process is gone.
+    Several supervisors, one per worker process, may share one store. The store's atomic
+    claim gives each job to exactly one of them. Each renews the leases of the jobs it
+    runs, so the others reclaim a job only after its process is gone.
     """
 
     def __init__(self, store: JobStore, registry: TaskRegistry, settings: Settings) -> None:
@@ -175,7 +175,7 @@ class Supervisor:
             max(0.0, waited_s),
         )
         running.work = asyncio.create_task(self._runner.run(task, job.id, job.attempt, params))
-        # A timed-out or abandoned work task may end after nobody awaits it any more.
+        # A timed-out or abandoned work task may end after no coroutine awaits it any more.
         running.work.add_done_callback(_retrieve_exception)
         try:
             done, _ = await asyncio.wait({running.work}, timeout=job.timeout_s)

@@ -1,4 +1,4 @@
-"""A plain ASGI app that answers every request with a fixed JSON body: the server's floor."""
+"""A plain ASGI app that responds to every request with a fixed JSON body: the server's floor."""
 
 from __future__ import annotations
 

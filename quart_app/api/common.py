@@ -111,9 +111,12 @@ def _json_type(value: Any) -> str:
 def _depth(value: Any, level: int = 1) -> int:
     if level > MAX_JSON_DEPTH:
         return level
-    children = (
-        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    )
+    if isinstance(value, dict):
+        children = list(value.values())
+    elif isinstance(value, list):
+        children = value
+    else:
+        return level
     return max((_depth(child, level + 1) for child in children), default=level)
 
 

@@ -1,8 +1,8 @@
 """The original polling contract: ``POST /api`` submits, ``GET /api?id=`` reports status.
 
-Its response shapes are kept exactly (fields may be added, never renamed or removed): every
-bad or unknown id answers 400 ``Invalid id!``, and finished jobs answer 200 so that a client
-polling until it sees 200 stops for failed and cancelled jobs too.
+Its response shapes are kept exactly: fields may be added, never renamed or removed. Every
+bad or unknown id gets 400 ``Invalid id!``. Finished jobs get 200, so that a client that
+polls until it gets 200 stops for failed and cancelled jobs too.
 """
 
 from __future__ import annotations

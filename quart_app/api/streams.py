@@ -37,14 +37,14 @@ async def job_events(job_id: str) -> Response:
     """Stream a job's events: a snapshot first (or the missed events), then live changes.
 
     The stream ends after the job's terminal event. A reconnect whose ``Last-Event-ID`` is at
-    or past that event gets ``204 No Content``, which tells ``EventSource`` to stop.
+    or past that event gets ``204 No Content``, which makes ``EventSource`` stop.
     """
     current = scheduler()
     job = await current.get(job_id)
     last_id = _last_event_id()
     terminal_id = await current.store.last_event_id(job_id=job.id) if job.is_terminal else None
     if last_id is not None and terminal_id is not None and last_id >= terminal_id:
-        # 204 tells EventSource to stop reconnecting to a finished job.
+        # A 204 makes EventSource stop reconnecting to a finished job.
         return Response(b"", status=204, content_type="text/plain")
 
     current.check_stream_capacity()

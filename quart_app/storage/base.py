@@ -97,7 +97,7 @@ class JobStore(abc.ABC):
     def job_nowait(self, job_id: str) -> Job | None:
         """Read a job without awaiting, for hot read paths.
 
-        Raise ``ReadWouldBlockError`` when the backend cannot answer at once; the caller
+        Raise ``ReadWouldBlockError`` when the backend cannot read at once; the caller
         then uses ``job()``.
         """
         raise ReadWouldBlockError

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 class TaskKind(enum.StrEnum):
-    """Where a task's function runs."""
+    """The executor of a task's function."""
 
     ASYNC = "async"  # on the event loop
     THREAD = "thread"  # in a worker thread, for blocking I/O
@@ -38,7 +38,7 @@ class Task:
     params_model: type[BaseModel]
     kind: TaskKind
     description: str
-    # Returns the expected run time in seconds from the params, when the task knows it.
+    # Returns the expected run time in seconds from the params, when they determine it.
     estimate_s: Callable[[Any], float] | None = None
 
     def parse_params(self, params: dict[str, Any]) -> BaseModel:
