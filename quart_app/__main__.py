@@ -14,6 +14,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from . import app
+from .api.websocket import MAX_MESSAGE_BYTES
 from .config import Settings
 from .errors import ConfigError
 from .factory import create_app
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     config.accesslog = "-" if args.access_log else None
     config.errorlog = "-"
     config.shutdown_timeout = settings.shutdown_grace_s + SHUTDOWN_MARGIN_S
+    # Hypercorn buffers a whole WebSocket message before the app sees it; the feed's
+    # messages are small, so a bigger one is refused before it can fill memory.
+    config.websocket_max_message_size = MAX_MESSAGE_BYTES
     logging.config.dictConfig(config.logconfig_dict)
     if args.workers == 1:
         # Serve in this process: signals reach the app directly, and the process id is

@@ -93,7 +93,7 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(AppError)
     async def handle_app_error(error: AppError) -> Response:
-        if error.status_code >= 500:
+        if error.status_code >= 500 and not isinstance(error, UnavailableError):
             logger.error("failed request: %s", error.message)
         return _json_response(app, error.body(), error.status_code, error.headers)
 

@@ -84,8 +84,11 @@ class Subscription:
         """Return the next event, or ``None`` after ``timeout_s``; raise once closed."""
         if self.closed and self.queue.empty():
             raise StreamClosedError
+        # asyncio.timeout, unlike wait_for on Python 3.11, never swallows a cancellation
+        # that arrives as the wait ends, so a disconnected client's task always stops.
         try:
-            event = await asyncio.wait_for(self.queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                event = await self.queue.get()
         except TimeoutError:
             return None
         if event is None:

@@ -56,7 +56,12 @@ class EventReader:
         await self._read_backlog()
 
     async def next(self, timeout_s: float) -> Event | None:
-        """Return the next event, or ``None`` when none arrived within ``timeout_s``."""
+        """Return the next event, or ``None`` when none arrived within ``timeout_s``.
+
+        Events filtered out do not restart the wait, so a quiet stream on a busy server
+        still gets its heartbeat on time.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             if not self._backlog and self._subscription.lagging:
                 self._subscription.lagging = False
@@ -67,7 +72,8 @@ class EventReader:
             if self._backlog:
                 event = self._backlog.popleft()
             else:
-                received = await self._subscription.get(timeout_s)
+                remaining_s = deadline - asyncio.get_running_loop().time()
+                received = await self._subscription.get(max(remaining_s, 0.0))
                 if received is None:
                     return None
                 event = received

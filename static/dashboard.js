@@ -124,8 +124,13 @@ function createRow(id) {
     openDetail(id);
   });
   tr.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") openDetail(id);
+    if (event.target.closest("button")) return;
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      openDetail(id);
+    }
   });
+  tr.setAttribute("aria-label", `Job ${shortId(id)}: open details`);
   const cells = {
     id: element("td", "job-id"),
     task: element("td", "task"),
@@ -143,7 +148,11 @@ function createRow(id) {
   cells.progress.append(bar, progressText);
   const cancel = element("button", "cancel", "Cancel");
   cancel.type = "button";
-  cancel.addEventListener("click", () => cancelJob(id));
+  cancel.addEventListener("click", async () => {
+    await cancelJob(id);
+    // The button hides itself once the job is cancelled; keep focus on the job's row.
+    tr.focus();
+  });
   cells.actions.append(cancel);
   tr.append(...Object.values(cells));
   return { tr, cells, badge, bar, fill, progressText, cancel };
@@ -314,6 +323,11 @@ function openDetail(id) {
   if (entry) renderDetailFields(entry.job);
   // last_event_id=0 replays the job's whole history, then follows it until it ends.
   detail.source = new EventSource(`api/jobs/${encodeURIComponent(id)}/events?last_event_id=0`);
+  detail.source.onerror = () => {
+    if (detail.source && detail.source.readyState === EventSource.CLOSED && !timelineHasEntries()) {
+      $("detail-timeline").append(element("li", null, "The timeline is unavailable right now."));
+    }
+  };
   for (const kind of EVENT_KINDS) {
     detail.source.addEventListener(kind, (message) => {
       addTimelineEntry(kind, JSON.parse(message.data));
@@ -323,6 +337,8 @@ function openDetail(id) {
 }
 
 function closeDetail() {
+  const previous = detail.id ? jobs.get(detail.id) : null;
+  if (previous && $("detail").contains(document.activeElement)) previous.row.tr.focus();
   if (detail.source) detail.source.close();
   detail = { id: null, source: null };
   $("detail").hidden = true;
@@ -355,6 +371,10 @@ async function loadResult(id) {
   const response = await fetch(`api/jobs/${encodeURIComponent(id)}/result`);
   const body = await response.json();
   if (detail.id === id) $("detail-result").textContent = JSON.stringify(body.result, null, 2);
+}
+
+function timelineHasEntries() {
+  return $("detail-timeline").children.length > 0;
 }
 
 // The moment each kind of event happened, from the job's own timestamps where it has one.

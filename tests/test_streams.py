@@ -169,6 +169,7 @@ async def test_job_stream_of_finished_job_ends_after_snapshot(client: httpx.Asyn
         ("/api/jobs/nonsense/events", {}, 404, "not found"),
         ("/api/jobs/{job}/events", {"Last-Event-ID": "abc"}, 400, "invalid Last-Event-ID"),
         ("/api/jobs/{job}/events?last_event_id=-1", {}, 400, "invalid Last-Event-ID"),
+        ("/api/events", {"Last-Event-ID": "9" * 20}, 400, "invalid Last-Event-ID"),
         ("/api/events?status=done", {}, 400, "invalid status filter"),
     ],
 )
@@ -357,7 +358,7 @@ async def test_websocket_subscribe_sends_snapshot(
 @pytest.mark.parametrize(
     ("message", "fragment"),
     [
-        ("not json", "malformed JSON message"),
+        ("not json", "malformed JSON"),
         ("[1]", "expected a JSON object"),
         ('{"type": "dance"}', "unknown message type 'dance'"),
         ('{"type": "subscribe"}', 'expected "jobs"'),
@@ -377,6 +378,70 @@ async def test_websocket_bad_message_gets_error_frame(
         error = json.loads(await socket.recv())
         assert error["type"] == "error"
         assert fragment in error["message"]
+
+        await socket.send(json.dumps({"type": "ping"}))
+        assert json.loads(await socket.recv()) == {"type": "pong"}
+
+
+async def test_websocket_disconnects_release_streams(
+    server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    url = server.base_url.replace("http://", "ws://") + "/ws"
+    for _ in range(10):
+        socket = await websockets.connect(url)
+        await socket.send(json.dumps({"type": "subscribe", "all": True}))
+        # Drop the TCP connection without a closing handshake or reading any reply.
+        socket.transport.abort()
+
+    async def released() -> bool:
+        return await open_streams(client) == 0
+
+    await wait_for(released)
+
+
+async def test_stream_resume_past_log_starts_over(client: httpx.AsyncClient) -> None:
+    job_id = await submit(client, 1, delay=60)
+
+    events = await collect(
+        client, f"/api/jobs/{job_id}/events", headers={"Last-Event-ID": "999999"}, limit=1
+    )
+
+    assert events[0].event == "snapshot"
+    assert job_of(events[0])["id"] == job_id
+
+
+async def test_stream_heartbeat_despite_filtered_events(client: httpx.AsyncClient) -> None:
+    async with client.stream("GET", "/api/events?task=primes") as response:
+        lines = response.aiter_lines()
+        assert await anext(lines) == "retry: 3000"
+        for _ in range(6):
+            # Each job sends several events that this filter drops.
+            await submit(client, 0)
+        started = time.monotonic()
+        async for line in lines:
+            if line.startswith(":"):
+                break
+        waited_s = time.monotonic() - started
+
+    # The heartbeat is due 0.3 s after the stream opened, whatever was filtered out.
+    assert waited_s < 5
+
+
+async def test_stream_head_request_returns_headers(client: httpx.AsyncClient) -> None:
+    response = await client.head("/api/events")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert await open_streams(client) == 0
+
+
+async def test_websocket_deeply_nested_message_gets_error(server: ServerProcess) -> None:
+    url = server.base_url.replace("http://", "ws://") + "/ws"
+    async with websockets.connect(url) as socket:
+        await socket.send("[" * 20000)
+        error = json.loads(await socket.recv())
+        assert error["type"] == "error"
+        assert "nested too deeply" in error["message"]
 
         await socket.send(json.dumps({"type": "ping"}))
         assert json.loads(await socket.recv()) == {"type": "pong"}

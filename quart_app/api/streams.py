@@ -12,6 +12,7 @@ from ..events import Event, StreamClosedError
 from ..scheduler import Scheduler
 from ..sse import SSE_HEADERS, encode_comment, encode_event, encode_retry
 from ..streams import (
+    MAX_REPLAY,
     EventFilter,
     EventReader,
     event_filter,
@@ -27,7 +28,8 @@ from .schemas import ErrorBody, EventStreamQuery
 
 blueprint = Blueprint("streams", __name__)
 
-MAX_EVENT_ID_LENGTH = 20
+# Event ids are SQLite integers, at most 2**63 - 1.
+MAX_EVENT_ID_LENGTH = 18
 
 
 @blueprint.get("/api/jobs/<job_id>/events")
@@ -41,7 +43,9 @@ async def job_events(job_id: str) -> Response:
     """
     current = scheduler()
     job = await current.get(job_id)
-    last_id = _last_event_id()
+    last_id = await _resume_point(current)
+    if request.method == "HEAD":
+        return _head_response(current)
     terminal_id = await current.store.last_event_id(job_id=job.id) if job.is_terminal else None
     if last_id is not None and terminal_id is not None and last_id >= terminal_id:
         # A 204 makes EventSource stop reconnecting to a finished job.
@@ -60,10 +64,30 @@ async def all_events() -> Response:
     accept = event_filter(
         request.args.get("task") or None, parse_statuses(request.args.get("status"))
     )
-    last_id = _last_event_id()
+    last_id = await _resume_point(current)
+    if request.method == "HEAD":
+        return _head_response(current)
     current.check_stream_capacity()
     chunks = _all_chunks(current, last_id, accept, request.root_path)
     return _event_stream_response(current, chunks)
+
+
+async def _resume_point(current: Scheduler) -> int | None:
+    """Return the client's resume point; ``None`` when it has none or it is unusable.
+
+    An id past the end of the event log comes from another database (a restarted
+    ``memory://`` store, say), so the stream starts over from the current state.
+    """
+    last_id = _last_event_id()
+    if last_id is not None and last_id > await current.store.last_event_id():
+        return None
+    return last_id
+
+
+def _head_response(current: Scheduler) -> Response:
+    # A HEAD request gets the stream's headers without opening a stream.
+    current.check_stream_capacity()
+    return Response(b"", status=200, headers=SSE_HEADERS)
 
 
 def _event_stream_response(current: Scheduler, chunks: AsyncIterator[bytes]) -> Response:
@@ -108,7 +132,7 @@ async def _all_chunks(
         elif await replay_too_long(current, last_id):
             # The missed events are gone or too many: start over from the current state.
             reader.cursor = await current.store.last_event_id()
-            for job in await current.store.active_jobs(limit=1000):
+            for job in await current.store.active_jobs(limit=MAX_REPLAY):
                 snapshot = snapshot_event(current.describe(job), reader.cursor, job.id)
                 if reader.accepts(snapshot):
                     yield _encode(snapshot, root_path)

@@ -19,13 +19,13 @@ from typing import Any
 import pydantic
 from quart import Blueprint, websocket
 
-from ..errors import AppError, BadRequestError
+from ..errors import AppError, BadRequestError, UnavailableError
 from ..events import Event, StreamClosedError, Subscription
 from ..jobs import is_job_id
 from ..scheduler import Scheduler, Submission
 from ..streams import EventReader, snapshot_event
 from ..views import job_links
-from .common import body_error, scheduler
+from .common import body_error, parse_json, scheduler
 from .schemas import SubmitRequest
 
 logger = logging.getLogger(__name__)
@@ -66,11 +66,25 @@ class FeedSession:
     async def run(self) -> None:
         self._reader.cursor = await self._scheduler.store.last_event_id()
         sender = asyncio.create_task(self._send_events())
+        receiver = asyncio.create_task(self._receive_commands())
         try:
-            await self._receive_commands()
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+        failed = [
+            error
+            for task in done
+            if not task.cancelled() and (error := task.exception()) is not None
+        ]
+        if any(isinstance(error, TimeoutError) for error in failed):
+            # The client stopped reading. Closing lets it reconnect and subscribe again
+            # instead of silently missing events.
+            logger.warning("closed a WebSocket whose client stopped reading")
+            await websocket.close(1008, "send timed out; reconnect and subscribe again")
+        elif failed:
+            raise failed[0]
 
     async def _send_events(self) -> None:
         while True:
@@ -115,7 +129,8 @@ class FeedSession:
         if kind == "ping":
             return {"type": "pong"}
         raise BadRequestError(
-            f"unknown message type {kind!r}: use subscribe, unsubscribe, submit, cancel or ping"
+            f"unknown message type {str(kind)[:40]!r}: use subscribe, unsubscribe, submit, "
+            "cancel or ping"
         )
 
     async def _subscribe(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +168,8 @@ class FeedSession:
         return {"type": "unsubscribed", "all": self._all, "jobs": sorted(self._jobs)}
 
     async def _submit(self, message: dict[str, Any]) -> dict[str, Any]:
+        if not self._scheduler.accepting:
+            raise UnavailableError("the service is shutting down and accepts no new jobs")
         body = message.get("job")
         if not isinstance(body, dict):
             raise BadRequestError(
@@ -172,9 +189,13 @@ class FeedSession:
             delay_s=model.delay,
         )
         job, _ = await self._scheduler.submit(submission)
-        # Follow the new job, so its events reach the client that submitted it.
-        self._jobs.add(job.id)
-        return {"type": "submitted", "job": self._job_frame(self._scheduler.describe(job), job.id)}
+        # Follow the new job, so its events reach the client that submitted it, within the
+        # same cap as explicit subscriptions.
+        following = len(self._jobs) < MAX_SUBSCRIBED_JOBS
+        if following:
+            self._jobs.add(job.id)
+        frame = self._job_frame(self._scheduler.describe(job), job.id)
+        return {"type": "submitted", "job": frame, "following": following}
 
     def _job_frame(self, data: dict[str, Any], job_id: str) -> dict[str, Any]:
         return {**data, "links": job_links(job_id, self._root_path)}
@@ -192,25 +213,16 @@ class FeedSession:
             await self._send_now(frame)
 
     async def _send_now(self, frame: dict[str, Any]) -> None:
-        # A client that stops reading must not hold the server: time the send out.
-        await asyncio.wait_for(
-            websocket.send(json.dumps(frame, separators=(",", ":"))),
-            self._scheduler.settings.sse_send_timeout_s,
-        )
+        # A client that stops reading must not hold the server, so the send has a timeout.
+        # asyncio.timeout, unlike wait_for on Python 3.11, never swallows a cancellation.
+        async with asyncio.timeout(self._scheduler.settings.sse_send_timeout_s):
+            await websocket.send(json.dumps(frame, separators=(",", ":")))
 
 
 def _parse(raw: str | bytes) -> dict[str, Any]:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise BadRequestError(f"message too large: send at most {MAX_MESSAGE_BYTES} bytes")
-    try:
-        message = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadRequestError(
-            f'malformed JSON message ({error}): send an object such as {{"type": "ping"}}'
-        ) from error
-    if not isinstance(message, dict):
-        raise BadRequestError('expected a JSON object with a "type", such as {"type": "ping"}')
-    return message
+    return parse_json(raw, example='{"type": "ping"}')
 
 
 def _job_id(value: Any) -> str:
