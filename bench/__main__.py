@@ -22,7 +22,14 @@ import httpx
 
 from . import e2e, estimate_error, fanout, http, report
 from .load import have_wrk
-from .procs import REPO_ROOT, Server, hypercorn, raise_file_limit, scheduler
+from .procs import (
+    REPO_ROOT,
+    Server,
+    hypercorn,
+    raise_file_limit,
+    scheduler,
+    scheduler_on_uvicorn,
+)
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,11 @@ def http_section(plan: Plan, work: Path) -> dict[str, Any]:
     product = Server("scheduler", scheduler(), scheduler_env(work / "http.db"))
     quart_noop = Server("quart-noop", hypercorn("bench.apps.quart_noop:app"), health_path="/api")
     asgi_noop = Server("asgi-noop", hypercorn("bench.apps.asgi_noop:app"), health_path="/")
-    servers = [product, quart_noop, asgi_noop]
+    # Same store file: both serve the same job, as two workers would.
+    on_uvicorn = Server(
+        "scheduler-uvicorn", scheduler_on_uvicorn(), scheduler_env(work / "http.db")
+    )
+    servers = [product, quart_noop, asgi_noop, on_uvicorn]
     try:
         _started(servers, work)
         job = httpx.post(product.url + "/api/jobs", json=e2e.ZERO_WORK_JOB).json()
@@ -134,6 +145,7 @@ def http_section(plan: Plan, work: Path) -> dict[str, Any]:
                 http.Target("scheduler", product, f"/api?id={job_id}"),
                 http.Target("quart-noop", quart_noop, f"/api?id={job_id}"),
                 http.Target("asgi-noop", asgi_noop, f"/api?id={job_id}"),
+                http.Target("scheduler on uvicorn", on_uvicorn, f"/api?id={job_id}"),
             ],
             "GET /api/jobs/<id>": [
                 http.Target("scheduler", product, f"/api/jobs/{job_id}"),

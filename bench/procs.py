@@ -153,5 +153,24 @@ def hypercorn(module_app: str, *, workers: int = 1) -> list[str]:
     ]
 
 
+def scheduler_on_uvicorn() -> list[str]:
+    """The scheduler on uvicorn with uvloop and httptools, the optional fast deployment."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "quart_app:app",
+        "--fd",
+        "{fd}",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
 def scheduler(*, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "quart_app", "--bind", "fd://{fd}", "--workers", str(workers)]

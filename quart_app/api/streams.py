@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_response
 
 from ..errors import BadRequestError
-from ..events import Event, StreamClosedError
+from ..events import Event, EventKind, StreamClosedError
 from ..scheduler import Scheduler
 from ..sse import SSE_HEADERS, encode_comment, encode_event, encode_retry
 from ..streams import (
@@ -27,6 +28,11 @@ from .jobs import parse_statuses
 from .schemas import ErrorBody, EventStreamQuery
 
 blueprint = Blueprint("streams", __name__)
+
+# Recently encoded events by (event id, root path): a fan-out to thousands of streams
+# encodes each event once. Events never change once stored, so entries never go stale.
+ENCODED_CACHE_SIZE = 1024
+_ENCODED: collections.OrderedDict[tuple[int, str], bytes] = collections.OrderedDict()
 
 # Event ids are SQLite integers, at most 2**63 - 1.
 MAX_EVENT_ID_LENGTH = 18
@@ -155,6 +161,21 @@ async def _follow(current: Scheduler, reader: EventReader) -> AsyncIterator[Even
 
 
 def _encode(event: Event, root_path: str) -> bytes:
+    """Encode an event for the wire, once per event however many streams send it."""
+    if event.kind is EventKind.SNAPSHOT:
+        # A snapshot carries one subscriber's view of a job under a real event's id.
+        return _encode_uncached(event, root_path)
+    key = (event.id, root_path)
+    encoded = _ENCODED.get(key)
+    if encoded is None:
+        encoded = _encode_uncached(event, root_path)
+        _ENCODED[key] = encoded
+        if len(_ENCODED) > ENCODED_CACHE_SIZE:
+            _ENCODED.popitem(last=False)
+    return encoded
+
+
+def _encode_uncached(event: Event, root_path: str) -> bytes:
     data = {**event.data, "links": job_links(event.job_id, root_path)}
     return encode_event(data, event=event.kind.value, event_id=str(event.id))
 
