@@ -145,7 +145,11 @@ def http_section(plan: Plan, work: Path) -> dict[str, Any]:
                 http.Target("scheduler", product, f"/api?id={job_id}"),
                 http.Target("quart-noop", quart_noop, f"/api?id={job_id}"),
                 http.Target("asgi-noop", asgi_noop, f"/api?id={job_id}"),
+            ],
+            "GET /api?id= on uvicorn": [
                 http.Target("scheduler on uvicorn", on_uvicorn, f"/api?id={job_id}"),
+                http.Target("scheduler", product, f"/api?id={job_id}"),
+                http.Target("asgi-noop", asgi_noop, f"/api?id={job_id}"),
             ],
             "GET /api/jobs/<id>": [
                 http.Target("scheduler", product, f"/api/jobs/{job_id}"),

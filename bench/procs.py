@@ -81,10 +81,14 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     sock: socket.socket | None = None
 
+    _port: int | None = None
+
     @property
     def url(self) -> str:
-        assert self.sock is not None
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        if self._port is None:
+            assert self.sock is not None
+            self._port = self.sock.getsockname()[1]
+        return f"http://127.0.0.1:{self._port}"
 
     def start(self, log_dir: Path) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -92,6 +96,14 @@ class Server:
         self.sock.listen(4096)
         self.sock.set_inheritable(True)
         command = [part.replace("{fd}", str(self.sock.fileno())) for part in self.command]
+        fds: tuple[int, ...] = (self.sock.fileno(),)
+        if "{port}" in self.command:
+            # The server binds the port itself; another process could take it in between,
+            # which is acceptable for a benchmark on loopback.
+            self._port = self.sock.getsockname()[1]
+            command = [part.replace("{port}", str(self._port)) for part in command]
+            self.sock.close()
+            fds = ()
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO_ROOT)}
         log = (log_dir / f"{self.name}.log").open("ab")
         self.process = subprocess.Popen(
@@ -100,7 +112,7 @@ class Server:
             cwd=log_dir,
             stdout=log,
             stderr=subprocess.STDOUT,
-            pass_fds=(self.sock.fileno(),),
+            pass_fds=fds,
             start_new_session=True,
         )
         log.close()
@@ -137,6 +149,7 @@ class Server:
             self.sock.close()
         self.process = None
         self.sock = None
+        self._port = None
 
 
 def hypercorn(module_app: str, *, workers: int = 1) -> list[str]:
@@ -160,8 +173,12 @@ def scheduler_on_uvicorn() -> list[str]:
         "-m",
         "uvicorn",
         "quart_app:app",
-        "--fd",
-        "{fd}",
+        # uvicorn treats an inherited socket (--fd) as a Unix socket and leaves Nagle's
+        # algorithm on, which stalls small responses, so it binds its own port instead.
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
         "--loop",
         "uvloop",
         "--http",
