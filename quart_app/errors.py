@@ -54,7 +54,7 @@ class BadRequestError(AppError):
 
 
 class InvalidIdError(BadRequestError):
-    """The ``/api`` contract answers every bad or unknown id with the same message."""
+    """The ``/api`` contract returns the same message for every bad or unknown id."""
 
     def __init__(self) -> None:
         super().__init__("Invalid id!")

@@ -2,7 +2,7 @@
 
 A subscriber reads from a bounded buffer. When it falls behind and the buffer overflows,
 it catches up from the store's event log instead, so a slow reader costs the server a
-fixed amount of memory and still sees every event once, in order.
+fixed amount of memory and still receives every event once, in order.
 """
 
 from __future__ import annotations

@@ -16,17 +16,15 @@ import json
 import logging
 from typing import Any
 
-import pydantic
 from quart import Blueprint, websocket
 
 from ..errors import AppError, BadRequestError, UnavailableError
 from ..events import Event, StreamClosedError, Subscription
 from ..jobs import is_job_id
-from ..scheduler import Scheduler, Submission
+from ..scheduler import Scheduler
 from ..streams import EventReader, snapshot_event
 from ..views import job_links
-from .common import body_error, parse_json, scheduler
-from .schemas import SubmitRequest
+from .common import parse_json, scheduler, submission_from
 
 logger = logging.getLogger(__name__)
 
@@ -176,19 +174,7 @@ class FeedSession:
                 'a submit message needs "job": an object like the POST /api/jobs body, '
                 'for example {"task": "sleep", "params": {"seconds": 5}}'
             )
-        try:
-            model = SubmitRequest.model_validate(body)
-        except pydantic.ValidationError as error:
-            raise body_error(error) from error
-        submission = Submission(
-            task=model.task,
-            params=model.params,
-            priority=model.priority,
-            timeout_s=model.timeout,
-            max_attempts=model.max_attempts,
-            delay_s=model.delay,
-        )
-        job, _ = await self._scheduler.submit(submission)
+        job, _ = await self._scheduler.submit(submission_from(body))
         # Follow the new job, so its events reach the client that submitted it, within the
         # same cap as explicit subscriptions.
         following = len(self._jobs) < MAX_SUBSCRIBED_JOBS

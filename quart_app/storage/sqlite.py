@@ -461,8 +461,9 @@ class SQLiteStore(JobStore):
         return await self._write(write)
 
     def _record(self, db: sqlite3.Connection, job: Job, kind: EventKind) -> None:
-        # NOTE: this runs on the writer thread; ``describe`` only reads the estimator's
-        # current plan, which the event loop replaces as a whole and never edits in place.
+        # NOTE: this runs on the writer thread. ``describe`` only reads the estimator's
+        # state, which the event loop replaces whole (the plan) or one entry at a time
+        # (learned durations), so a concurrent read sees either the old or the new value.
         data = json.dumps(self.describe(job), separators=(",", ":"))
         db.execute(
             "INSERT INTO events (job_id, kind, at, data) VALUES (?, ?, ?, ?)",
