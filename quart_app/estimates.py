@@ -15,6 +15,7 @@ import heapq
 import logging
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ RETRY_AFTER_MIN_S = 1
 RETRY_AFTER_MAX_S = 60
 _REFRESH_MIN_S = 0.25
 _REFRESH_MAX_S = 2.0
+_REFRESH_COST_FACTOR = 20
 
 
 @dataclass(frozen=True)
@@ -172,12 +174,17 @@ class Estimator:
         with bus.subscribe(maxsize=1) as subscription:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(subscription.queue.get(), _REFRESH_MAX_S)
+                    async with asyncio.timeout(_REFRESH_MAX_S):
+                        await subscription.queue.get()
+                started = time.monotonic()
                 try:
                     await self.refresh()
                 except Exception:
                     logger.warning("failed to refresh the queue estimate", exc_info=True)
-                await asyncio.sleep(_REFRESH_MIN_S)
+                # A long queue makes a refresh expensive; spacing refreshes by a multiple
+                # of their cost keeps the estimator to a small share of the event loop.
+                took_s = time.monotonic() - started
+                await asyncio.sleep(max(_REFRESH_MIN_S, _REFRESH_COST_FACTOR * took_s))
                 # Events that arrived meanwhile are covered by the next refresh.
                 while not subscription.queue.empty():
                     subscription.queue.get_nowait()
