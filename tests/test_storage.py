@@ -88,7 +88,11 @@ async def test_store_claims_several_jobs_in_one_call(open_store: OpenStore) -> N
     claimed = [job.id for batch in batches for job in batch]
     assert sorted(claimed) == sorted(ids)
     assert all(len(batch) <= 4 for batch in batches)
-    assert [job.id for job in batches[0]] == ids[:4]
+    # Two connections race, so which batch gets which jobs varies, but each batch is
+    # taken in submission order.
+    for batch in batches:
+        positions = [ids.index(job.id) for job in batch]
+        assert positions == sorted(positions)
 
 
 async def test_store_claims_by_priority_then_fifo(open_store: OpenStore) -> None:
