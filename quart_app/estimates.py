@@ -79,7 +79,6 @@ class Estimator:
         self._settings = settings
         self._history_s: dict[str, float] = {}
         self._plan = _Plan()
-        self._dirty = asyncio.Event()
         self._announced: dict[str, datetime] = {}
         self.worker_id: str | None = None
 
@@ -165,9 +164,6 @@ class Estimator:
         return body
 
     # Plan ------------------------------------------------------------------------------
-
-    def mark_dirty(self) -> None:
-        self._dirty.set()
 
     async def run(self, bus: EventBus) -> None:
         """Rebuild the plan after events and on a timer until cancelled."""

@@ -147,8 +147,8 @@ class Scheduler:
                 stored.priority,
                 stored.scheduled_at.isoformat(),
             )
+            # The job's queued event makes the estimator refresh its plan.
             self.supervisor.wake()
-            self.estimator.mark_dirty()
         return stored, created
 
     # Lookups ---------------------------------------------------------------------------

@@ -44,10 +44,6 @@ class Accepted(BaseModel):
     status_url: str
 
 
-class Message(BaseModel):
-    message: str
-
-
 class FieldProblem(BaseModel):
     field: str
     problem: str
