@@ -51,6 +51,11 @@ def write_docs(results: dict[str, Any], docs: Path) -> None:
 
 def tables(results: dict[str, Any]) -> str:
     machine = results["machine"]
+    workers = results.get("workers", {})
+    scenarios = {
+        **results.get("http", {}),
+        **{f"{key} (2 workers)": value for key, value in workers.items()},
+    }
     out = [
         f"Measured on {machine['date']}: {machine['cpu']}, {machine['cores']} cores, "
         f"Python {machine['python']}, load from {machine['load_generator']}. "
@@ -63,10 +68,7 @@ def tables(results: dict[str, Any]) -> str:
         "load generator CPU per request (µs) |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for name, scenario in {
-        **results.get("http", {}),
-        **{f"{key} (2 workers)": value for key, value in results.get("workers", {}).items()},
-    }.items():
+    for name, scenario in scenarios.items():
         for label, row in scenario["summary"].items():
             out.append(
                 f"| `{name}` | {label} | {row['rps_median']:.0f} ({row['rps_min']:.0f}–"
@@ -78,10 +80,7 @@ def tables(results: dict[str, Any]) -> str:
         "| scenario | pair | requests/s ratio (median, min–max) | CPU per request ratio |",
         "| --- | --- | --- | --- |",
     ]
-    for name, scenario in {
-        **results.get("http", {}),
-        **{f"{key} (2 workers)": value for key, value in results.get("workers", {}).items()},
-    }.items():
+    for name, scenario in scenarios.items():
         for pair, ratio in scenario["ratios"].items():
             out.append(
                 f"| `{name}` | {pair} | {ratio['rps_ratio']:.2f} ({ratio['rps_ratio_min']:.2f}–"

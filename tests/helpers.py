@@ -11,13 +11,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from quart import Quart
 from quart.testing.app import TestApp
 
-from quart_app.jobs import Job
+from quart_app.jobs import Job, JobStatus, new_job_id, utcnow
 
 T = TypeVar("T")
 
@@ -49,6 +49,24 @@ def max_overlap(jobs: list[Job]) -> int:
         running += delta
         peak = max(peak, running)
     return peak
+
+
+def make_job(**changes: Any) -> Job:
+    """A queued ``sleep`` job, not yet stored, with ``changes`` applied."""
+    now = utcnow()
+    job = Job(
+        id=new_job_id(),
+        task="sleep",
+        params={"seconds": 1},
+        status=JobStatus.QUEUED,
+        priority=0,
+        attempt=1,
+        max_attempts=3,
+        timeout_s=60,
+        created_at=now,
+        scheduled_at=now,
+    )
+    return job.evolve(**changes)
 
 
 def serving(app: Quart) -> TestApp:

@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from quart_app.config import Settings
 from quart_app.estimates import UNKNOWN_DURATION_S, Estimate, Estimator
-from quart_app.jobs import Job, JobStatus, new_job_id, utcnow
+from quart_app.jobs import Job, JobStatus, utcnow
 from quart_app.storage import from_url
 from quart_app.tasks import registry
+
+from . import helpers
 
 
 def make_estimator() -> Estimator:
     return Estimator(from_url("memory://"), registry, Settings(concurrency=1))
 
 
-def make_job(seq: int, **changes: object) -> Job:
-    now = utcnow()
-    job = Job(
-        id=new_job_id(),
-        task="sleep",
-        params={"seconds": 10},
-        status=JobStatus.QUEUED,
-        priority=0,
-        attempt=1,
-        max_attempts=1,
-        timeout_s=None,
-        created_at=now,
-        scheduled_at=now,
-        expected_duration_s=10,
-        seq=seq,
-    )
-    return job.evolve(**changes)
+def make_job(seq: int, **changes: Any) -> Job:
+    """A queued 10-second ``sleep`` with no timeout, as the estimator sees it."""
+    defaults: dict[str, Any] = {
+        "params": {"seconds": 10},
+        "max_attempts": 1,
+        "timeout_s": None,
+        "expected_duration_s": 10,
+        "seq": seq,
+    }
+    return helpers.make_job(**{**defaults, **changes})
 
 
 def test_estimate_running_sleep_counts_down() -> None:

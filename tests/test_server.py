@@ -30,6 +30,16 @@ async def started(make_server: MakeServer, workers: int = 1, **env: str) -> Serv
     return server
 
 
+async def wait_status(client: httpx.AsyncClient, job_id: str, status: str) -> dict[str, Any]:
+    """Poll the job until it reaches ``status``; return its representation."""
+
+    async def reached() -> dict[str, Any] | None:
+        job: dict[str, Any] = (await client.get(f"/api/jobs/{job_id}")).json()
+        return job if job["status"] == status else None
+
+    return await wait_for(reached, timeout_s=30)
+
+
 async def poll_until_done(
     client: httpx.AsyncClient, status_url: str, timeout_s: float = 30
 ) -> list[httpx.Response]:
@@ -106,11 +116,7 @@ async def test_server_sigterm_finishes_running_job(make_server: MakeServer) -> N
         )
         job_id = response.json()["id"]
 
-        async def running() -> bool:
-            status: str = (await client.get(f"/api/jobs/{job_id}")).json()["status"]
-            return status == "running"
-
-        await wait_for(running)
+        await wait_status(client, job_id, "running")
         assert server.terminate() == 0
 
     store = SQLiteStore(server.env["SCHEDULER_STORE"].removeprefix("sqlite:///"))
@@ -130,11 +136,7 @@ async def test_server_sigterm_requeues_long_job(make_server: MakeServer) -> None
         response = await client.post("/api/jobs", json={"task": "sleep", "params": {"seconds": 2}})
         job_id = response.json()["id"]
 
-        async def running() -> bool:
-            status: str = (await client.get(f"/api/jobs/{job_id}")).json()["status"]
-            return status == "running"
-
-        await wait_for(running)
+        await wait_status(client, job_id, "running")
         assert server.terminate() == 0
         server.start()
         await server.wait_ready()

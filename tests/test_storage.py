@@ -12,11 +12,11 @@ import pytest
 
 from quart_app.errors import ConfigError
 from quart_app.events import EventKind
-from quart_app.jobs import Job, JobError, JobStatus, new_job_id, utcnow
+from quart_app.jobs import Job, JobError, JobStatus, utcnow
 from quart_app.storage import JobStore, from_url
 from quart_app.storage.sqlite import SQLiteStore
 
-from .helpers import wait_for
+from .helpers import make_job, wait_for
 
 OpenStore = Callable[[], Awaitable[JobStore]]
 
@@ -43,20 +43,7 @@ async def claim_one(store: JobStore, worker_id: str, lease_s: float) -> Job | No
 
 
 def new_job(**changes: object) -> Job:
-    now = utcnow()
-    job = Job(
-        id=new_job_id(),
-        task="sleep",
-        params={"seconds": 1},
-        status=JobStatus.QUEUED,
-        priority=0,
-        attempt=1,
-        max_attempts=3,
-        timeout_s=60,
-        created_at=now,
-        scheduled_at=now,
-    )
-    return job.evolve(**changes)
+    return make_job(**changes)
 
 
 async def test_store_claims_each_job_once_across_connections(open_store: OpenStore) -> None:

@@ -10,12 +10,12 @@ import pytest
 
 from quart_app import Settings, create_app
 from quart_app.events import Event, EventKind
-from quart_app.jobs import Job, JobStatus, new_job_id, utcnow
+from quart_app.jobs import Job, JobStatus, utcnow
 from quart_app.scheduler import Scheduler, Submission
 from quart_app.supervisor import LEASE_EXPIRED_REASON, RESTART_REASON, SHUTDOWN_REASON
 
 from . import tasks_for_tests
-from .helpers import max_overlap, serving, wait_for
+from .helpers import make_job, max_overlap, serving, wait_for
 
 
 async def wait_status(scheduler: Scheduler, job_id: str, *statuses: JobStatus) -> Job:
@@ -302,16 +302,8 @@ async def insert_running(
 ) -> Job:
     """Store a job as if a worker had claimed it, then vanished."""
     now = utcnow()
-    job = Job(
-        id=new_job_id(),
-        task="sleep",
+    job = make_job(
         params={"seconds": 0.05},
-        status=JobStatus.QUEUED,
-        priority=0,
-        attempt=1,
-        max_attempts=3,
-        timeout_s=60,
-        created_at=now,
         scheduled_at=now + timedelta(days=1),
         expected_duration_s=0.05,
         interruptions=interruptions,
