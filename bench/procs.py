@@ -167,7 +167,7 @@ def hypercorn(module_app: str, *, workers: int = 1) -> list[str]:
 
 
 def scheduler_on_uvicorn() -> list[str]:
-    """The scheduler on uvicorn with uvloop and httptools, the optional fast deployment."""
+    """Return the command for the scheduler on uvicorn with uvloop and httptools."""
     return [
         sys.executable,
         "-m",

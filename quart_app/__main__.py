@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     config.accesslog = "-" if args.access_log else None
     config.errorlog = "-"
     config.shutdown_timeout = settings.shutdown_grace_s + SHUTDOWN_MARGIN_S
-    # Hypercorn buffers a whole WebSocket message before the app sees it; the feed's
-    # messages are small, so a bigger one is refused before it can fill memory.
+    # Hypercorn buffers a whole WebSocket message before passing it to the app. The feed's
+    # messages are small, so a bigger one is rejected before it can fill memory.
     config.websocket_max_message_size = MAX_MESSAGE_BYTES
     logging.config.dictConfig(config.logconfig_dict)
     if args.workers == 1:

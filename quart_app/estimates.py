@@ -177,7 +177,7 @@ class Estimator:
                     await self.refresh()
                 except Exception:
                     logger.warning("failed to refresh the queue estimate", exc_info=True)
-                # A long queue makes a refresh expensive; spacing refreshes by a multiple
+                # A long queue makes a refresh expensive. Spacing refreshes by a multiple
                 # of their cost keeps the estimator to a small share of the event loop.
                 took_s = time.monotonic() - started
                 await asyncio.sleep(max(_REFRESH_MIN_S, _REFRESH_COST_FACTOR * took_s))

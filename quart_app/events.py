@@ -132,9 +132,9 @@ class EventBus:
 class EventFeed:
     """Tail the store's event log and publish new events on the bus, in id order.
 
-    ``nudge()`` makes the next read happen at once; a local commit calls it, so events of
-    this process arrive without waiting for the poll interval, which only bounds the delay
-    for events written by other processes.
+    ``nudge()`` makes the next read happen at once. A local commit calls it, so events of
+    this process arrive without waiting for the poll interval. The interval only bounds the
+    delay for events written by other processes.
     """
 
     def __init__(

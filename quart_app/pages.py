@@ -24,7 +24,7 @@ _SWAGGER_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
 
 @blueprint.get("/")
 async def dashboard() -> Response:
-    """The dashboard: every job with its status, progress and a live countdown."""
+    """Render the dashboard: every job with its status, progress and a live countdown."""
     response = Response(await render_template("index.html"), content_type="text/html")
     response.headers["Content-Security-Policy"] = DASHBOARD_CSP
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -37,7 +37,7 @@ def encode_retry(retry_ms: int) -> bytes:
 
 
 def encode_comment(text: str = "") -> bytes:
-    """A comment line: clients ignore it, proxies see traffic. It carries no id."""
+    """Encode a comment line, which clients ignore and proxies count as traffic; it has no id."""
     return f": {_single_line(text)}\n\n".encode()
 
 

@@ -151,7 +151,7 @@ async def _close(chunks: AsyncIterator[bytes]) -> None:
 
 
 def snapshot_event(job_data: dict[str, Any], event_id: int, job_id: str) -> Event:
-    """A synthetic event that carries a job's current state under a real log id."""
+    """Build a synthetic event that carries a job's current state under a real log id."""
     from .jobs import utcnow
 
     return Event(id=event_id, job_id=job_id, kind=EventKind.SNAPSHOT, at=utcnow(), data=job_data)

@@ -131,6 +131,7 @@ function createRow(id) {
     }
   });
   tr.setAttribute("aria-label", `Job ${shortId(id)}: open details`);
+
   const cells = {
     id: element("td", "job-id"),
     task: element("td", "task"),
@@ -139,6 +140,7 @@ function createRow(id) {
     countdown: element("td", "countdown"),
     actions: element("td", "actions"),
   };
+
   const badge = element("span", "status");
   cells.status.append(badge);
   const bar = element("div", "bar");
@@ -146,6 +148,7 @@ function createRow(id) {
   bar.append(fill);
   const progressText = element("div", "progress-text");
   cells.progress.append(bar, progressText);
+
   const cancel = element("button", "cancel", "Cancel");
   cancel.type = "button";
   cancel.addEventListener("click", async () => {
@@ -154,6 +157,7 @@ function createRow(id) {
     tr.focus();
   });
   cells.actions.append(cancel);
+
   tr.append(...Object.values(cells));
   return { tr, cells, badge, bar, fill, progressText, cancel };
 }

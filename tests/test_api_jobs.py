@@ -234,7 +234,7 @@ async def test_openapi_describes_the_api(client: Client) -> None:
     assert asset.status_code == 200
 
 
-# Bad input: each case names the value and the fix, answers JSON, and stores nothing.
+# Bad input: each case names the value and the fix, returns JSON, and stores nothing.
 
 
 @pytest.mark.parametrize(

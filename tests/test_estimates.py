@@ -97,7 +97,7 @@ def test_estimate_unknown_task_uses_history_then_progress() -> None:
     assert history is not None and history.basis == "history"
     assert history.seconds_to_completion == 30
 
-    # Half done after 10 s: the job's own rate says 10 s more, and it is trusted fully.
+    # Half done after 10 s: the job's own rate predicts 10 s more, and it is trusted fully.
     halfway = estimator.estimate(job.evolve(progress=0.5), now)
     assert halfway is not None and halfway.basis == "progress"
     assert halfway.seconds_to_completion == 10

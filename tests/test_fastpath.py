@@ -1,4 +1,4 @@
-"""The ASGI fast path answers exactly as the Quart routes it stands in front of."""
+"""The ASGI fast path returns exactly what the Quart routes behind it return."""
 
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ async def test_job_stream_sends_heartbeats_without_ids(client: httpx.AsyncClient
 
 
 async def test_job_stream_resumes_without_gaps(client: httpx.AsyncClient) -> None:
-    # The delay lets the stream open before the job starts, so it sees "started".
+    # The delay lets the stream open before the job starts, so it receives "started".
     job_id = await submit(client, 1.0, delay=0.3)
     first = await collect(
         client, f"/api/jobs/{job_id}/events", until=lambda event: event.event == "started"

@@ -60,7 +60,7 @@ async def jobs() -> Response:
     limit = _parse_limit(request.args.get("limit"))
     before_seq = _decode_cursor(request.args.get("cursor"))
 
-    # Read the event log position first: a client that resumes /api/events from it sees
+    # Read the event log position first: a client that resumes /api/events from it receives
     # every change made after this list was read.
     last_event_id = await scheduler().store.last_event_id()
     page = await scheduler().store.jobs(

@@ -1,8 +1,8 @@
 """The job store interface and the state bookkeeping that every backend shares.
 
-Public methods decide what a state change means (which fields change, which event is
-recorded); backends implement the underscore hooks, each of which must apply a change and
-append its event in one atomic step, so that a job's row and its event log never disagree.
+Public methods decide what a state change means: which fields change and which event is
+recorded. Backends implement the underscore hooks. Each hook must apply a change and append
+its event in one atomic step, so that a job's row and its event log never disagree.
 """
 
 from __future__ import annotations

@@ -463,7 +463,7 @@ class SQLiteStore(JobStore):
     def _record(self, db: sqlite3.Connection, job: Job, kind: EventKind) -> None:
         # NOTE: this runs on the writer thread. ``describe`` only reads the estimator's
         # state, which the event loop replaces whole (the plan) or one entry at a time
-        # (learned durations), so a concurrent read sees either the old or the new value.
+        # (learned durations), so a concurrent read gets either the old or the new value.
         data = json.dumps(self.describe(job), separators=(",", ":"))
         db.execute(
             "INSERT INTO events (job_id, kind, at, data) VALUES (?, ?, ?, ?)",

@@ -79,10 +79,10 @@ class TaskRegistry:
         cpu_bound: bool = False,
         estimate_s: Callable[[Any], float] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register the decorated function as task ``name``; the function is returned unchanged.
+        """Register the decorated function as task ``name`` and return it unchanged.
 
-        ``async def`` functions run on the event loop; plain functions run in a thread, or in
-        a process pool when ``cpu_bound`` is true (then they must be importable by name).
+        ``async def`` functions run on the event loop. Plain functions run in a thread, or in
+        a process pool when ``cpu_bound`` is true, and then must be importable by name.
         """
 
         def decorator(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# How long a call may outlive its job before a warning says that it holds a slot.
+# How long a call may outlive its job before a warning reports that it keeps its slot.
 WARN_AFTER_S = 5.0
 
 
