@@ -98,7 +98,11 @@ class JobStore(abc.ABC):
         """Read a job without awaiting, for hot read paths.
 
         Raise ``ReadWouldBlockError`` when the backend cannot read at once; the caller
-        then uses ``job()``.
+        then uses ``job()``. A backend may return the same ``Job`` object again while the
+        stored row is unchanged, but must return a new object once the row may differ, so
+        a caller may keep data derived from a job for as long as reads return that object.
+        Returned jobs may be shared, so callers must not change their ``params`` or
+        ``result``.
         """
         raise ReadWouldBlockError
 

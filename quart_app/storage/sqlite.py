@@ -100,6 +100,46 @@ class _Write:
     result: asyncio.Future[Any]
 
 
+class _PointCache:
+    """Decoded jobs from the point reader, each tagged with the data version it was read at.
+
+    ``PRAGMA data_version`` on a connection changes whenever another connection, in this
+    process or in any other, commits to the file. While it is unchanged, no row can differ
+    from the cached copy. After any commit, an entry is read again, and it keeps its ``Job``
+    object when the row's values are the same, so callers can compare jobs by identity.
+    """
+
+    # Entries kept at most. Each contains a whole row, result included, so the bound limits
+    # memory more than it aims at a hit rate. The entry read longest ago is dropped first.
+    MAX_ENTRIES = 1024
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, tuple[Any, ...], Job]] = {}
+
+    def get(self, job_id: str, version: int) -> Job | None:
+        """Return the cached job if it was read at ``version``."""
+        entry = self._entries.get(job_id)
+        if entry is None or entry[0] != version:
+            return None
+        return entry[2]
+
+    def put(self, job_id: str, version: int, row: sqlite3.Row | None) -> Job | None:
+        """Store the row read at ``version`` and return its job, reusing an equal one."""
+        if row is None:
+            self._entries.pop(job_id, None)
+            return None
+        values = tuple(row)
+        entry = self._entries.pop(job_id, None)
+        job = entry[2] if entry is not None and entry[1] == values else _job_from_row(row)
+        if len(self._entries) >= self.MAX_ENTRIES:
+            del self._entries[next(iter(self._entries))]
+        self._entries[job_id] = (version, values, job)
+        return job
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class SQLiteStore(JobStore):
     """Jobs in a SQLite file (``sqlite:///path``) or in memory (``memory://``)."""
 
@@ -113,6 +153,7 @@ class SQLiteStore(JobStore):
         self._connection: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._point_reader: sqlite3.Connection | None = None
+        self._point_cache = _PointCache()
         self._pending: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
 
@@ -155,6 +196,8 @@ class SQLiteStore(JobStore):
         if self._point_reader is not None:
             self._point_reader.close()
             self._point_reader = None
+            # Data versions are counted per connection, so they mean nothing to the next one.
+            self._point_cache.clear()
         if self._connection is not None:
             await self._in_thread(self._connection.close)
             self._connection = None
@@ -241,15 +284,20 @@ class SQLiteStore(JobStore):
         # few microseconds and never waits for writers (busy_timeout is 0 on this
         # connection), which is cheaper than a hand-off to a thread. A checkpoint that
         # briefly locks the file raises instead, and the caller reads asynchronously.
-        if self._point_reader is None:
+        reader = self._point_reader
+        if reader is None:
             raise ReadWouldBlockError
         try:
-            row = self._point_reader.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
-            ).fetchone()
+            # The version is read before the row, so a commit between the two reads changes
+            # the version for the next call, and that call reads the row again.
+            version = reader.execute("PRAGMA data_version").fetchone()[0]
+            cached = self._point_cache.get(job_id, version)
+            if cached is not None:
+                return cached
+            row = reader.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         except sqlite3.OperationalError as error:
             raise ReadWouldBlockError from error
-        return _job_from_row(row) if row is not None else None
+        return self._point_cache.put(job_id, version, row)
 
     async def is_purged(self, job_id: str) -> bool:
         rows = await self._fetchall("SELECT 1 FROM purged_jobs WHERE id = ?", (job_id,))
