@@ -8,13 +8,14 @@ case the middleware leaves alone: unknown jobs, bad Host headers, a read that wo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from .api.common import HOST_RE
 from .jobs import is_job_id
 from .storage.base import ReadWouldBlockError
-from .views import INVALID_ID, job_links, status_view
+from .views import INVALID_ID, has_fixed_views, job_links, status_view
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,6 +26,16 @@ if TYPE_CHECKING:
 
 _JOBS_PREFIX = "/api/jobs/"
 
+# Keys of the two cached routes: the ``/api?id=`` status and the ``/api/jobs/<id>`` resource.
+_STATUS = "status"
+_RESOURCE = "resource"
+
+# Encoded responses kept at most, for finished jobs only. The oldest is dropped first.
+MAX_CACHED_RESPONSES = 1024
+# Valid Host values remembered at most. A client that sends many distinct values only
+# makes the check run the regular expression again.
+MAX_REMEMBERED_HOSTS = 64
+
 
 class FastPath:
     """Wrap an ASGI app, serving job reads directly and passing everything else on."""
@@ -33,9 +44,11 @@ class FastPath:
         self.app = app
         self.scheduler = scheduler
         self.dumps = dumps
+        self._responses: dict[tuple[str, str], _CachedResponse] = {}
+        self._valid_hosts: set[bytes] = set()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not _host_is_valid(scope):
+        if scope["type"] != "http" or scope["method"] != "GET" or not self._host_is_valid(scope):
             await self.app(scope, receive, send)
             return
         root_path = scope.get("root_path", "")
@@ -53,28 +66,43 @@ class FastPath:
             await self.app(scope, receive, send)
 
     async def _status(self, scope: dict[str, Any], send: Any, root_path: str) -> bool:
-        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        job_id = next((value for name, value in query if name == "id"), "")
+        job_id = _job_id_from_query(scope["query_string"])
         if not is_job_id(job_id):
             await self._respond(send, 400, dict(INVALID_ID), {})
             return True
         readable, job = self._read(job_id)
         if not readable:
             return False
-        estimate = self.scheduler.estimate(job) if job is not None else None
-        status, body, headers = status_view(job, estimate, root_path)
-        await self._respond(send, status, body, headers)
+        if job is None:
+            response = self._encode(*status_view(None, None, root_path))
+        else:
+            response = self._cached(_STATUS, job, root_path) or self._status_response(
+                job, root_path
+            )
+        await _send(send, response)
         return True
+
+    def _status_response(self, job: Job, root_path: str) -> _Response:
+        estimate = self.scheduler.estimate(job)
+        response = self._encode(*status_view(job, estimate, root_path))
+        self._remember(_STATUS, job, root_path, response)
+        return response
 
     async def _job(self, job_id: str, send: Any, root_path: str) -> bool:
         readable, job = self._read(job_id) if is_job_id(job_id) else (False, None)
         if not readable or job is None:
             # Unknown and purged jobs get their 404 or 410 from the Quart route.
             return False
+        response = self._cached(_RESOURCE, job, root_path) or self._job_response(job, root_path)
+        await _send(send, response)
+        return True
+
+    def _job_response(self, job: Job, root_path: str) -> _Response:
         body = self.scheduler.describe(job)
         body["links"] = job_links(job.id, root_path)
-        await self._respond(send, 200, body, {})
-        return True
+        response = self._encode(200, body, {})
+        self._remember(_RESOURCE, job, root_path, response)
+        return response
 
     def _read(self, job_id: str) -> tuple[bool, Job | None]:
         """Return whether the store could read at once, and the job if it exists."""
@@ -86,19 +114,91 @@ class FastPath:
     async def _respond(
         self, send: Any, status: int, body: dict[str, Any], headers: dict[str, str]
     ) -> None:
+        await _send(send, self._encode(status, body, headers))
+
+    # Cached responses ------------------------------------------------------------------
+
+    def _cached(self, route: str, job: Job, root_path: str) -> _Response | None:
+        """Return the response encoded earlier for this very ``Job`` object, if any.
+
+        The store returns a new object whenever the row may have changed, so an entry made
+        for the same object is current. After a purge the store returns ``None``, so the
+        entry is never consulted.
+        """
+        entry = self._responses.get((route, job.id))
+        if entry is None or entry.job is not job or entry.root_path != root_path:
+            return None
+        return entry.response
+
+    def _remember(self, route: str, job: Job, root_path: str, response: _Response) -> None:
+        if not has_fixed_views(job):
+            return
+        if len(self._responses) >= MAX_CACHED_RESPONSES:
+            del self._responses[next(iter(self._responses))]
+        self._responses[(route, job.id)] = _CachedResponse(job, root_path, response)
+
+    def _encode(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> _Response:
         payload = (self.dumps(body) + "\n").encode()
-        raw_headers = [
+        raw_headers = (
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),
             (b"cache-control", b"no-store"),
             *((name.lower().encode(), value.encode()) for name, value in headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": payload})
+        )
+        return _Response(status, raw_headers, payload)
+
+    # Host check ------------------------------------------------------------------------
+
+    def _host_is_valid(self, scope: dict[str, Any]) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"host":
+                return self._check_host(value)
+        return False
+
+    def _check_host(self, value: bytes) -> bool:
+        # Clients of one server send one or a few Host values, so remembering the valid
+        # ones skips the regular expression on almost every request.
+        if value in self._valid_hosts:
+            return True
+        if HOST_RE.match(value.decode("latin-1")) is None:
+            return False
+        if len(self._valid_hosts) < MAX_REMEMBERED_HOSTS:
+            self._valid_hosts.add(value)
+        return True
 
 
-def _host_is_valid(scope: dict[str, Any]) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"host":
-            return HOST_RE.match(value.decode("latin-1")) is not None
-    return False
+@dataclass(frozen=True, slots=True)
+class _Response:
+    """An encoded response. The headers are a tuple, so that it can be sent many times."""
+
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedResponse:
+    job: Job
+    root_path: str
+    response: _Response
+
+
+async def _send(send: Any, response: _Response) -> None:
+    # Each response gets new messages, because a server may keep or change a message.
+    start = {"type": "http.response.start", "status": response.status, "headers": response.headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": response.payload})
+
+
+def _job_id_from_query(query_string: bytes) -> str:
+    """Return the first ``id`` parameter, as ``parse_qsl`` finds it.
+
+    Pollers send ``id=<job id>`` and nothing else. A job id contains no ``&``, ``%`` or
+    ``+``, so such a query has exactly one parameter and needs no decoding.
+    """
+    if query_string.startswith(b"id="):
+        candidate = query_string[3:].decode("latin-1")
+        if is_job_id(candidate):
+            return candidate
+    query = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return next((value for name, value in query if name == "id"), "")

@@ -23,6 +23,15 @@ _FINISHED_MESSAGES = {
 }
 
 
+def has_fixed_views(job: Job) -> bool:
+    """Tell whether the job's views depend on nothing but its stored row and the root path.
+
+    A finished job has no estimate, so its status and its resource stay the same until the
+    row changes. A queued or running job's estimate moves with the clock.
+    """
+    return job.is_terminal
+
+
 def job_links(job_id: str, root_path: str) -> dict[str, str]:
     """Return root-relative links to the job's resources."""
     return {

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from quart.typing import TestClientProtocol as Client
 
+from quart_app.fastpath import FastPath
 from quart_app.jobs import JobStatus
 from quart_app.scheduler import Scheduler, Submission
 from quart_app.storage.base import ReadWouldBlockError
@@ -21,13 +22,12 @@ MOVING = ("seconds_to_completion", "estimated_time_completion")
 async def both_paths(
     client: Client, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> tuple[tuple[int, str, dict[str, Any]], tuple[int, str, dict[str, Any]]]:
+    """Request ``path`` through the fast path, then from the Quart route alone."""
     fast = await client.get(path)
 
-    def would_block(job_id: str) -> None:
-        raise ReadWouldBlockError
-
     with monkeypatch.context() as patch:
-        patch.setattr(scheduler.store, "job_nowait", would_block)
+        # The fast path passes on every request whose Host it does not accept.
+        patch.setattr(FastPath, "_host_is_valid", lambda self, scope: False)
         slow = await client.get(path)
 
     results = []
@@ -83,3 +83,57 @@ async def test_fast_path_matches_route_for_bad_ids(
     fast, slow = await both_paths(client, scheduler, monkeypatch, path)
 
     assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "id={id}&id=AAAAAAAAAAAAAAAAAAAAAA",
+        "other=1&id={id}",
+        "id=AAAAAAAAAAAAAAAAAAAAAA&id={id}",
+        "id={id}&",
+        "id=%41{tail}",
+        "id={id}x",
+        "id=",
+        "ID={id}",
+    ],
+)
+async def test_fast_path_matches_route_for_query_forms(
+    client: Client, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    job_id = await finished_job(scheduler)
+    path = "/api?" + query.format(id=job_id, tail=job_id[1:])
+
+    fast, slow = await both_paths(client, scheduler, monkeypatch, path)
+
+    assert fast == slow
+
+
+async def test_fast_path_passes_on_read_that_would_block(
+    client: Client, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = await finished_job(scheduler)
+    fast = await client.get(f"/api/jobs/{job_id}")
+
+    def would_block(job_id: str) -> None:
+        raise ReadWouldBlockError
+
+    monkeypatch.setattr(scheduler.store, "job_nowait", would_block)
+    slow = await client.get(f"/api/jobs/{job_id}")
+
+    assert slow.status_code == fast.status_code
+    assert await slow.get_json() == await fast.get_json()
+
+
+@pytest.mark.parametrize("host", ["bad host", "", "localhost:123456"])
+async def test_fast_path_rejects_bad_host_after_good_one(
+    client: Client, scheduler: Scheduler, host: str
+) -> None:
+    job_id = await finished_job(scheduler)
+    good = await client.get(f"/api?id={job_id}", headers={"Host": "localhost:5000"})
+    assert good.status_code == 200
+
+    bad = await client.get(f"/api?id={job_id}", headers={"Host": host})
+
+    assert bad.status_code == 400
+    assert "Host" in (await bad.get_json())["message"]
