@@ -167,11 +167,13 @@ class Estimator:
 
     async def run(self, bus: EventBus) -> None:
         """Rebuild the plan after events and on a timer until cancelled."""
-        with bus.subscribe(maxsize=1) as subscription:
+        with bus.subscribe() as subscription:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_REFRESH_MAX_S):
-                        await subscription.queue.get()
+                if not subscription.pending:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_REFRESH_MAX_S):
+                            await subscription.wait()
+                subscription.skip()
                 started = time.monotonic()
                 try:
                     await self.refresh()
@@ -180,10 +182,8 @@ class Estimator:
                 # A long queue makes a refresh expensive. Spacing refreshes by a multiple
                 # of their cost keeps the estimator to a small share of the event loop.
                 took_s = time.monotonic() - started
+                # Events that arrive meanwhile are covered by the next refresh.
                 await asyncio.sleep(max(_REFRESH_MIN_S, _REFRESH_COST_FACTOR * took_s))
-                # Events that arrived meanwhile are covered by the next refresh.
-                while not subscription.queue.empty():
-                    subscription.queue.get_nowait()
 
     async def refresh(self) -> None:
         """Reload durations and live capacity, then re-simulate the queue."""

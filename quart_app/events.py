@@ -9,10 +9,12 @@ in id order, so subscribers in this process see the events of jobs that any proc
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
+import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,8 +34,10 @@ class EventKind(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-# Events a subscriber may buffer before it switches to catching up from the log.
-SUBSCRIBER_BUFFER = 256
+# Recent events kept per channel. A subscriber that falls further behind than this catches
+# up from the store's event log instead.
+ALL_EVENTS_RETAINED = 1024
+JOB_EVENTS_RETAINED = 64
 
 TERMINAL_EVENT_KINDS = frozenset({EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED})
 
@@ -53,80 +57,154 @@ class StreamClosedError(Exception):
     """Raised to a subscriber when the service shuts down its event streams."""
 
 
-class Subscription:
-    """A subscriber's bounded buffer. When it overflows, ``lagging`` is set and events drop.
+class SubscriberLaggedError(Exception):
+    """Raised when events were dropped from a channel before the subscriber took them."""
 
-    A lagging subscriber catches up from the store's event log, which keeps memory bounded
-    however slow the reader is.
+
+class Channel:
+    """The recent events of one job, or of every job, shared by all their subscribers.
+
+    Subscribers keep only a position in ``published``. A publish appends once and wakes
+    every waiting subscriber through one ``asyncio.Event``, so the cost per subscriber is
+    a wake-up, with no queue or timer of its own.
     """
 
-    def __init__(self, maxsize: int) -> None:
-        # ``None`` in the queue marks the end of the stream.
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
-        self.lagging = False
-        self.closed = False
+    __slots__ = ("recent", "published", "wakeup", "subscribers")
 
-    def offer(self, event: Event) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.lagging = True
+    def __init__(self, retain: int) -> None:
+        self.recent: collections.deque[Event] = collections.deque(maxlen=retain)
+        self.published = 0
+        self.wakeup = asyncio.Event()
+        self.subscribers = 0
 
-    def close(self) -> None:
-        self.closed = True
-        if self.queue.full():
-            # The reader would catch up from the log anyway; make room for the end mark.
-            self.queue.get_nowait()
-            self.lagging = True
-        self.queue.put_nowait(None)
+    def append(self, event: Event) -> None:
+        self.recent.append(event)
+        self.published += 1
+        self.pulse()
 
-    async def get(self, timeout_s: float) -> Event | None:
-        """Return the next event, or ``None`` after ``timeout_s``; raise once closed."""
-        if self.closed and self.queue.empty():
+    def pulse(self) -> None:
+        # Setting the event resolves every current waiter; clearing it at once makes the
+        # next wait block again.
+        self.wakeup.set()
+        self.wakeup.clear()
+
+
+class Subscription:
+    """One subscriber's position in a channel; leaving the ``with`` block unsubscribes."""
+
+    __slots__ = ("_bus", "_channel", "_key", "_stream", "position")
+
+    def __init__(self, bus: EventBus, channel: Channel, key: str | None, stream: bool) -> None:
+        self._bus = bus
+        self._channel = channel
+        self._key = key
+        self._stream = stream
+        self.position = channel.published
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bus.unsubscribe(self._channel, self._key, self._stream)
+
+    @property
+    def closed(self) -> bool:
+        return self._bus.closed
+
+    @property
+    def pending(self) -> bool:
+        """Tell whether events were published since the last ``take`` or ``skip``."""
+        return self._channel.published != self.position
+
+    def skip(self) -> None:
+        """Move past every event published so far, for a subscriber that only needs a signal."""
+        self.position = self._channel.published
+
+    def take(self) -> list[Event]:
+        """Return the events published since the last call, oldest first.
+
+        Raise ``SubscriberLaggedError`` when some of them are no longer retained. The
+        position then moves to the newest event, so the caller reads the missed events
+        from the store and takes the newer ones from here.
+        """
+        channel = self._channel
+        missed = channel.published - self.position
+        if missed == 0:
+            return []
+        self.position = channel.published
+        if missed > len(channel.recent):
+            raise SubscriberLaggedError
+        if missed == 1:
+            return [channel.recent[-1]]
+        return list(itertools.islice(channel.recent, len(channel.recent) - missed, None))
+
+    async def wait(self) -> None:
+        """Wait for the next publish, heartbeat or close; raise once the bus is closed."""
+        if self._bus.closed:
             raise StreamClosedError
-        # asyncio.timeout, unlike wait_for on Python 3.11, never swallows a cancellation
-        # that arrives as the wait ends, so a disconnected client's task always stops.
-        try:
-            async with asyncio.timeout(timeout_s):
-                event = await self.queue.get()
-        except TimeoutError:
-            return None
-        if event is None:
-            raise StreamClosedError
-        return event
+        await self._channel.wakeup.wait()
 
 
 class EventBus:
-    """Fan-out of events to the subscribers of this process."""
+    """Fan-out of events to the subscribers of this process, through shared channels.
+
+    A subscriber follows either one job's channel or the channel of every job. Channels
+    exist while they have subscribers. ``beat()`` wakes every subscriber without an event,
+    which streams answer with a heartbeat.
+    """
 
     def __init__(self) -> None:
-        self._subscriptions: set[Subscription] = set()
+        self._channels: dict[str | None, Channel] = {}
+        # Subscriptions of clients (event streams and sockets), not of internal readers.
+        self.stream_count = 0
+        self.beats = 0
         self.closed = False
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscriptions)
+    def subscribe(self, job_id: str | None = None, *, stream: bool = False) -> Subscription:
+        """Follow one job's events, or every job's when ``job_id`` is ``None``.
 
-    @contextlib.contextmanager
-    def subscribe(self, maxsize: int = SUBSCRIBER_BUFFER) -> Iterator[Subscription]:
-        subscription = Subscription(maxsize)
-        if self.closed:
-            subscription.close()
-        self._subscriptions.add(subscription)
-        try:
-            yield subscription
-        finally:
-            self._subscriptions.discard(subscription)
+        Use the result in a ``with`` block. ``stream`` counts it in ``stream_count``.
+        """
+        channel = self._channels.get(job_id)
+        if channel is None:
+            retain = ALL_EVENTS_RETAINED if job_id is None else JOB_EVENTS_RETAINED
+            channel = self._channels[job_id] = Channel(retain)
+        channel.subscribers += 1
+        if stream:
+            self.stream_count += 1
+        return Subscription(self, channel, job_id, stream)
+
+    def unsubscribe(self, channel: Channel, job_id: str | None, stream: bool) -> None:
+        if stream:
+            self.stream_count -= 1
+        channel.subscribers -= 1
+        if channel.subscribers == 0 and self._channels.get(job_id) is channel:
+            del self._channels[job_id]
 
     def publish(self, event: Event) -> None:
-        for subscription in tuple(self._subscriptions):
-            subscription.offer(event)
+        channel = self._channels.get(None)
+        if channel is not None:
+            channel.append(event)
+        channel = self._channels.get(event.job_id)
+        if channel is not None:
+            channel.append(event)
+
+    def beat(self) -> None:
+        """Wake every subscriber once, so that idle streams send a heartbeat."""
+        self.beats += 1
+        for channel in tuple(self._channels.values()):
+            channel.pulse()
+
+    async def run_heartbeat(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.beat()
 
     def close(self) -> None:
         """End every subscription, for example when the service shuts down."""
         self.closed = True
-        for subscription in tuple(self._subscriptions):
-            subscription.close()
+        for channel in tuple(self._channels.values()):
+            channel.pulse()
 
 
 class EventFeed:

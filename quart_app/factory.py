@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import register_error_handlers
 from .fastpath import FastPath
 from .scheduler import Scheduler
+from .stream_fastpath import EventStreamPath
 from .tasks import TaskRegistry, load_task_modules, registry
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,9 @@ def create_app(settings: Settings | None = None, *, tasks: TaskRegistry | None =
     app.after_serving(scheduler.stop)
 
     # Compact separators, as Quart's own JSON responses use outside debug mode.
+    streams = EventStreamPath(app.asgi_app, scheduler)
     fast_path = FastPath(
-        app.asgi_app, scheduler, functools.partial(app.json.dumps, separators=(",", ":"))
+        streams, scheduler, functools.partial(app.json.dumps, separators=(",", ":"))
     )
     app.asgi_app = fast_path  # type: ignore[method-assign, assignment]
     if settings.proxy_hops > 0:

@@ -7,11 +7,9 @@ owns their start and stop order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,9 +18,10 @@ import pydantic
 
 from .errors import ConflictError, GoneError, NotFoundError, UnavailableError, ValidationError
 from .estimates import Estimate, Estimator
-from .events import SUBSCRIBER_BUFFER, EventBus, EventFeed, Subscription
+from .events import EventBus, EventFeed, Subscription
 from .jobs import Job, JobStatus, is_job_id, new_job_id, utcnow
 from .storage import from_url
+from .streams import SendWatchdog
 from .supervisor import CANCELLED_ON_REQUEST, Supervisor
 
 if TYPE_CHECKING:
@@ -67,7 +66,7 @@ class Scheduler:
         self.estimator.worker_id = self.supervisor.worker_id
         self._background: set[asyncio.Task[None]] = set()
         self.accepting = False
-        self.open_streams = 0
+        self.send_watchdog = SendWatchdog(settings.sse_send_timeout_s)
 
     async def start(self) -> None:
         await self.store.open()
@@ -75,7 +74,12 @@ class Scheduler:
         self.store.on_commit = self.feed.nudge
         await self.estimator.refresh()
         last_event_id = await self.store.last_event_id()
-        for coroutine in (self.feed.run(last_event_id), self.estimator.run(self.bus)):
+        for coroutine in (
+            self.feed.run(last_event_id),
+            self.estimator.run(self.bus),
+            self.bus.run_heartbeat(self.settings.sse_heartbeat_s),
+            self.send_watchdog.run(),
+        ):
             task = asyncio.create_task(coroutine)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -193,18 +197,17 @@ class Scheduler:
                 "SCHEDULER_MAX_STREAMS); retry later or poll GET /api/jobs/<id>"
             )
 
-    @contextlib.contextmanager
-    def open_stream(self) -> Iterator[Subscription]:
-        """Subscribe a stream client to events while counting it as an open stream.
+    def open_stream(self, job_id: str | None = None) -> Subscription:
+        """Subscribe a stream client to one job's events, or every job's, and count it.
 
-        After shutdown has begun, the subscription is already closed, so the stream ends.
+        Use the result in a ``with`` block. After shutdown has begun, the subscription is
+        already closed, so the stream ends.
         """
-        self.open_streams += 1
-        try:
-            with self.bus.subscribe(SUBSCRIBER_BUFFER) as subscription:
-                yield subscription
-        finally:
-            self.open_streams -= 1
+        return self.bus.subscribe(job_id, stream=True)
+
+    @property
+    def open_streams(self) -> int:
+        return self.bus.stream_count
 
     # Cancellation ----------------------------------------------------------------------
 

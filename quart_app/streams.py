@@ -1,8 +1,12 @@
 """Event streams for subscribers: replay from the stored log, then live events from the bus.
 
-A subscriber reads from a bounded buffer. When it falls behind and the buffer overflows,
-it catches up from the store's event log instead, so a slow reader costs the server a
-fixed amount of memory and still receives every event once, in order.
+This module knows nothing of the web framework. The Quart routes and the ASGI fast path
+both open streams here and send the chunks they yield.
+
+A subscriber follows a shared channel of recent events. When it falls so far behind that
+the channel no longer holds what it missed, it catches up from the store's event log, so a
+slow reader costs the server a fixed amount of memory and still receives every event once,
+in order.
 """
 
 from __future__ import annotations
@@ -10,11 +14,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
-from .events import TERMINAL_EVENT_KINDS, Event, EventKind, Subscription
-from .jobs import JobStatus
+from .errors import BadRequestError
+from .events import (
+    TERMINAL_EVENT_KINDS,
+    Event,
+    EventKind,
+    StreamClosedError,
+    SubscriberLaggedError,
+    Subscription,
+)
+from .jobs import JobStatus, utcnow
+from .sse import encode_comment, encode_event, encode_retry
+from .views import job_links
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -25,6 +40,10 @@ logger = logging.getLogger(__name__)
 CATCH_UP_BATCH = 500
 # Replays longer than this start over from a snapshot instead.
 MAX_REPLAY = 10_000
+# Event ids are SQLite integers, at most 2**63 - 1.
+MAX_EVENT_ID_LENGTH = 18
+
+HEARTBEAT = encode_comment("ping")
 
 EventFilter = Callable[[Event], bool]
 
@@ -45,57 +64,110 @@ class EventReader:
         self._subscription = subscription
         self.cursor = cursor
         self._job_id = job_id
-        self._accept = accept or (lambda event: True)
-        self._backlog: collections.deque[Event] = collections.deque()
+        self._accept = accept
+        # A list, not a deque: an empty deque costs 760 bytes on each of thousands of streams.
+        self._backlog: list[Event] = []
+        self._catching_up = False
+        self._beats_seen = scheduler.bus.beats
 
     def accepts(self, event: Event) -> bool:
-        return self._accept(event)
+        return self._accept is None or self._accept(event)
 
     async def replay(self) -> None:
         """Queue the stored events after the cursor; call after subscribing, so none is lost."""
         await self._read_backlog()
 
-    async def next(self, timeout_s: float) -> Event | None:
-        """Return the next event, or ``None`` when none arrived within ``timeout_s``.
+    async def next(self) -> Event | None:
+        """Return the next event, or ``None`` when the bus asks for a heartbeat.
 
-        Events filtered out do not restart the wait, so a quiet stream on a busy server
-        still gets its heartbeat on time.
+        Raise ``StreamClosedError`` once the service closes its streams. Heartbeats come
+        from the bus on a fixed interval, so a stream whose events are all filtered out
+        still gets them on time.
         """
-        deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
-            if not self._backlog and self._subscription.lagging:
-                self._subscription.lagging = False
-                # Drain first: anything published after this point is in the buffer again.
-                while not self._subscription.queue.empty():
-                    self._subscription.queue.get_nowait()
+            while self._backlog:
+                event = self._backlog.pop(0)
+                if self._wanted(event):
+                    return event
+
+            if self._catching_up:
                 await self._read_backlog()
+                continue
+            try:
+                self._backlog.extend(self._subscription.take())
+            except SubscriberLaggedError:
+                await self._read_backlog()
+                continue
             if self._backlog:
-                event = self._backlog.popleft()
-            else:
-                remaining_s = deadline - asyncio.get_running_loop().time()
-                received = await self._subscription.get(max(remaining_s, 0.0))
-                if received is None:
-                    return None
-                event = received
-            if event.id <= self.cursor:
                 continue
-            if self._job_id is not None and event.job_id != self._job_id:
-                continue
-            self.cursor = event.id
-            if self._accept(event):
-                return event
+
+            beats = self._scheduler.bus.beats
+            if beats != self._beats_seen:
+                self._beats_seen = beats
+                return None
+            await self._subscription.wait()
+
+    def _wanted(self, event: Event) -> bool:
+        if event.id <= self.cursor:
+            return False
+        if self._job_id is not None and event.job_id != self._job_id:
+            return False
+        self.cursor = event.id
+        return self.accepts(event)
 
     async def _read_backlog(self) -> None:
         events = await self._scheduler.store.events_after(
             self.cursor, CATCH_UP_BATCH, job_id=self._job_id
         )
         self._backlog.extend(events)
-        if len(events) == CATCH_UP_BATCH:
-            # More remain in the log; fetch them once this batch is consumed.
-            self._subscription.lagging = True
+        # A full batch means more remain in the log; read them before the live events.
+        self._catching_up = len(events) == CATCH_UP_BATCH
 
 
-def event_filter(task: str | None, statuses: frozenset[JobStatus] | None) -> EventFilter:
+class SendWatchdog:
+    """Cancel the task of a stream whose client has not taken a chunk within the timeout.
+
+    Streams report when a send starts and ends. One sweep every fraction of the timeout
+    finds the stuck ones, which costs far less than a timer per chunk on a large fan-out.
+    Cancelling the task closes the connection, and the client's reconnect resumes from its
+    ``Last-Event-ID``.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._sending_since: dict[asyncio.Task[Any], float] = {}
+
+    def sending(self, task: asyncio.Task[Any]) -> None:
+        self._sending_since[task] = time.monotonic()
+
+    def sent(self, task: asyncio.Task[Any]) -> None:
+        self._sending_since.pop(task, None)
+
+    async def run(self) -> None:
+        period_s = min(max(self.timeout_s / 4, 0.01), 1.0)
+        while True:
+            await asyncio.sleep(period_s)
+            self.sweep()
+
+    def sweep(self) -> None:
+        deadline = time.monotonic() - self.timeout_s
+        stuck = [task for task, since in self._sending_since.items() if since < deadline]
+        for task in stuck:
+            del self._sending_since[task]
+            task.cancel()
+        if stuck:
+            logger.warning(
+                "dropped %d slow event stream subscribers: a send took over %.1f s",
+                len(stuck),
+                self.timeout_s,
+            )
+
+
+def event_filter(task: str | None, statuses: frozenset[JobStatus] | None) -> EventFilter | None:
+    """Return a filter for the all-jobs stream, or ``None`` when it accepts every event."""
+    if task is None and statuses is None:
+        return None
+
     def accept(event: Event) -> bool:
         if task is not None and event.data.get("task") != task:
             return False
@@ -108,6 +180,31 @@ def is_terminal(event: Event) -> bool:
     return event.kind in TERMINAL_EVENT_KINDS
 
 
+def parse_last_event_id(value: str | None) -> int | None:
+    """Read a ``Last-Event-ID`` value; ``None`` when it is missing or blank."""
+    if value is None or value.strip() == "":
+        return None
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_EVENT_ID_LENGTH:
+        raise BadRequestError(
+            f"invalid Last-Event-ID {value[:40]!r}: send back the id of the last event "
+            "received, unchanged, or leave it out to start from the current state"
+        )
+    return int(value)
+
+
+async def resume_point(scheduler: Scheduler, value: str | None) -> int | None:
+    """Return the client's resume point; ``None`` when it has none or it is unusable.
+
+    An id past the end of the event log comes from another database (a restarted
+    ``memory://`` store, say), so the stream starts over from the current state.
+    """
+    last_id = parse_last_event_id(value)
+    if last_id is not None and last_id > await scheduler.store.last_event_id():
+        return None
+    return last_id
+
+
 async def replay_too_long(scheduler: Scheduler, after_id: int) -> bool:
     """Tell whether resuming after ``after_id`` would skip purged events or replay too many."""
     first_id = await scheduler.store.first_event_id()
@@ -116,42 +213,140 @@ async def replay_too_long(scheduler: Scheduler, after_id: int) -> bool:
     return purged_gap or last_id - after_id > MAX_REPLAY
 
 
-async def with_send_timeout(
-    chunks: AsyncIterator[bytes], send_timeout_s: float
-) -> AsyncIterator[bytes]:
-    """Cancel the response when handing one chunk to the client takes over ``send_timeout_s``.
+async def open_job_stream(
+    scheduler: Scheduler, job_id: str, last_event_id: str | None, root_path: str
+) -> AsyncGenerator[bytes, None] | None:
+    """Check a request for one job's stream and return its chunks.
 
-    The server awaits each send while the generator is suspended at ``yield``, so a timer
-    armed around the ``yield`` measures that send. Cancelling the task closes the connection,
-    and the client's reconnect resumes from its ``Last-Event-ID``.
+    Return ``None`` when the client already has the job's terminal event: answering that
+    with ``204 No Content`` makes ``EventSource`` stop reconnecting. Raise ``AppError``
+    for an unknown job, a bad ``Last-Event-ID`` or a full server, before anything is sent.
+    """
+    job = await scheduler.get(job_id)
+    last_id = await resume_point(scheduler, last_event_id)
+    terminal_id = await scheduler.store.last_event_id(job_id=job.id) if job.is_terminal else None
+    if last_id is not None and terminal_id is not None and last_id >= terminal_id:
+        return None
+    scheduler.check_stream_capacity()
+    return _job_chunks(scheduler, job.id, last_id, root_path)
+
+
+async def open_all_stream(
+    scheduler: Scheduler,
+    accept: EventFilter | None,
+    last_event_id: str | None,
+    root_path: str,
+) -> AsyncGenerator[bytes, None]:
+    """Check a request for the all-jobs stream and return its chunks; raise ``AppError``."""
+    last_id = await resume_point(scheduler, last_event_id)
+    scheduler.check_stream_capacity()
+    return _all_chunks(scheduler, last_id, accept, root_path)
+
+
+async def _job_chunks(
+    scheduler: Scheduler, job_id: str, last_id: int | None, root_path: str
+) -> AsyncGenerator[bytes, None]:
+    # Subscribing before any read leaves no gap between the stored and the live events.
+    with scheduler.open_stream(job_id) as subscription:
+        yield encode_retry(scheduler.settings.sse_retry_ms)
+        reader = EventReader(scheduler, subscription, last_id or 0, job_id=job_id)
+        if last_id is None:
+            reader.cursor = await scheduler.store.last_event_id(job_id=job_id)
+            job = await scheduler.get(job_id)
+            snapshot = snapshot_event(scheduler.describe(job), reader.cursor, job_id)
+            yield encode_for_stream(snapshot, root_path)
+            if job.is_terminal:
+                return
+        else:
+            await reader.replay()
+
+        while True:
+            try:
+                event = await reader.next()
+            except StreamClosedError:
+                return
+            if event is None:
+                yield HEARTBEAT
+                continue
+            yield encode_for_stream(event, root_path)
+            if is_terminal(event):
+                return
+
+
+async def _all_chunks(
+    scheduler: Scheduler, last_id: int | None, accept: EventFilter | None, root_path: str
+) -> AsyncGenerator[bytes, None]:
+    with scheduler.open_stream() as subscription:
+        yield encode_retry(scheduler.settings.sse_retry_ms)
+        reader = EventReader(scheduler, subscription, 0, accept=accept)
+        if last_id is None:
+            reader.cursor = await scheduler.store.last_event_id()
+        elif await replay_too_long(scheduler, last_id):
+            # The missed events are gone or too many: start over from the current state.
+            reader.cursor = await scheduler.store.last_event_id()
+            for job in await scheduler.store.active_jobs(limit=MAX_REPLAY):
+                snapshot = snapshot_event(scheduler.describe(job), reader.cursor, job.id)
+                if reader.accepts(snapshot):
+                    yield encode_for_stream(snapshot, root_path)
+        else:
+            reader.cursor = last_id
+            await reader.replay()
+
+        while True:
+            try:
+                event = await reader.next()
+            except StreamClosedError:
+                return
+            yield HEARTBEAT if event is None else encode_for_stream(event, root_path)
+
+
+async def guard_sends(
+    chunks: AsyncGenerator[bytes, None], watchdog: SendWatchdog
+) -> AsyncGenerator[bytes, None]:
+    """Report each send to the watchdog, for servers that send the chunks they iterate.
+
+    The server sends a chunk while this generator is suspended at ``yield``, so the time
+    between the ``yield`` and the next step is that send.
     """
     task = asyncio.current_task()
     assert task is not None
-    loop = asyncio.get_running_loop()
     try:
         async for chunk in chunks:
-            timer = loop.call_later(send_timeout_s, _cancel_slow_send, task)
+            watchdog.sending(task)
             try:
                 yield chunk
             finally:
-                timer.cancel()
+                watchdog.sent(task)
     finally:
-        await _close(chunks)
+        await chunks.aclose()
 
 
-def _cancel_slow_send(task: asyncio.Task[Any]) -> None:
-    logger.warning("dropped a slow event stream subscriber: a send timed out")
-    task.cancel()
+# Recently encoded events by (event id, root path): a fan-out to thousands of streams
+# encodes each event once. Events never change once stored, so entries never go stale.
+ENCODED_CACHE_SIZE = 1024
+_encoded: collections.OrderedDict[tuple[int, str], bytes] = collections.OrderedDict()
 
 
-async def _close(chunks: AsyncIterator[bytes]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
+def encode_for_stream(event: Event, root_path: str) -> bytes:
+    """Encode an event for the wire, once per event however many streams send it."""
+    if event.kind is EventKind.SNAPSHOT:
+        # A snapshot carries one subscriber's view of a job under a real event's id.
+        return _encode_uncached(event, root_path)
+    key = (event.id, root_path)
+    encoded = _encoded.get(key)
+    if encoded is None:
+        encoded = _encode_uncached(event, root_path)
+        _encoded[key] = encoded
+        if len(_encoded) > ENCODED_CACHE_SIZE:
+            _encoded.popitem(last=False)
+    return encoded
+
+
+def _encode_uncached(event: Event, root_path: str) -> bytes:
+    data = {**event.data, "links": job_links(event.job_id, root_path)}
+    return encode_event(data, event=event.kind.value, event_id=str(event.id))
 
 
 def snapshot_event(job_data: dict[str, Any], event_id: int, job_id: str) -> Event:
     """Build a synthetic event that carries a job's current state under a real log id."""
-    from .jobs import utcnow
-
     return Event(id=event_id, job_id=job_id, kind=EventKind.SNAPSHOT, at=utcnow(), data=job_data)

@@ -234,10 +234,8 @@ async def test_supervisor_publishes_events_on_bus(scheduler: Scheduler) -> None:
         job, _ = await scheduler.submit(Submission("sleep", {"seconds": 0}))
         seen: list[EventKind] = []
         while EventKind.SUCCEEDED not in seen:
-            event = await asyncio.wait_for(subscription.queue.get(), 5)
-            assert event is not None
-            if event.job_id == job.id:
-                seen.append(event.kind)
+            await asyncio.wait_for(subscription.wait(), 5)
+            seen.extend(event.kind for event in subscription.take() if event.job_id == job.id)
 
     assert seen[0] is EventKind.QUEUED
     assert EventKind.STARTED in seen

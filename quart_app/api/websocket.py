@@ -87,11 +87,13 @@ class FeedSession:
     async def _send_events(self) -> None:
         while True:
             try:
-                event = await self._reader.next(self._scheduler.settings.sse_heartbeat_s)
+                event = await self._reader.next()
             except StreamClosedError:
                 await websocket.close(1012, "service restarting")
                 return
             if event is None:
+                # Heartbeats have no frame on this socket; a client checks the connection
+                # with a ping message.
                 continue
             async with self._send_lock:
                 # Skip events that a snapshot sent meanwhile already covers.
