@@ -247,6 +247,7 @@ def fanout_section(plan: Plan, work: Path) -> dict[str, Any]:
                 ),
             ),
             ("quart-sse", Server(f"quart-sse-{size}", hypercorn("bench.apps.quart_sse:app"))),
+            ("asgi-sse", Server(f"asgi-sse-{size}", hypercorn("bench.apps.asgi_sse:app"))),
         ):
             try:
                 server.start(work)
