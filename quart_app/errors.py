@@ -111,7 +111,10 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(Exception)
     async def handle_unexpected(error: Exception) -> Response:
         logger.exception("failed request with an unexpected error", exc_info=error)
-        return _json_response(app, {"message": "Internal server error; see the server log."}, 500)
+        return _json_response(app, dict(INTERNAL_ERROR_BODY), 500)
+
+
+INTERNAL_ERROR_BODY = {"message": "Internal server error; see the server log."}
 
 
 _HTTP_MESSAGES = {

@@ -20,6 +20,7 @@ from .errors import register_error_handlers
 from .fastpath import FastPath
 from .scheduler import Scheduler
 from .stream_fastpath import EventStreamPath
+from .submit_fastpath import SubmitPath
 from .tasks import TaskRegistry, load_task_modules, registry
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,10 @@ def create_app(settings: Settings | None = None, *, tasks: TaskRegistry | None =
     app.after_serving(scheduler.stop)
 
     # Compact separators, as Quart's own JSON responses use outside debug mode.
-    streams = EventStreamPath(app.asgi_app, scheduler)
-    fast_path = FastPath(
-        streams, scheduler, functools.partial(app.json.dumps, separators=(",", ":"))
-    )
+    dumps = functools.partial(app.json.dumps, separators=(",", ":"))
+    submissions = SubmitPath(app.asgi_app, scheduler, dumps)
+    streams = EventStreamPath(submissions, scheduler)
+    fast_path = FastPath(streams, scheduler, dumps)
     app.asgi_app = fast_path  # type: ignore[method-assign, assignment]
     if settings.proxy_hops > 0:
         # Trust X-Forwarded-Proto/Host/For from this many proxies in front of the app.

@@ -15,7 +15,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from .api.common import HOST_RE
+from .api.common import host_is_valid
 from .api.jobs import parse_statuses
 from .errors import AppError
 from .jobs import is_job_id
@@ -42,7 +42,7 @@ class EventStreamPath:
         self.scheduler = scheduler
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not _host_is_valid(scope):
+        if scope["type"] != "http" or scope["method"] != "GET" or not host_is_valid(scope):
             await self.app(scope, receive, send)
             return
         root_path = scope.get("root_path", "")
@@ -137,10 +137,3 @@ def _last_event_id(scope: dict[str, Any], query: dict[str, str]) -> str | None:
         if name == b"last-event-id":
             return str(value.decode("latin-1"))
     return query.get("last_event_id")
-
-
-def _host_is_valid(scope: dict[str, Any]) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"host":
-            return HOST_RE.match(value.decode("latin-1")) is not None
-    return False

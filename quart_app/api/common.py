@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,6 +30,14 @@ HOST_RE = re.compile(
 )
 
 
+def host_is_valid(scope: dict[str, Any]) -> bool:
+    """Tell whether an ASGI scope's Host header is one that ``check_host`` accepts."""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return HOST_RE.match(value.decode("latin-1")) is not None
+    return False
+
+
 async def check_host() -> None:
     """Reject a missing or malformed Host header, from which absolute URLs are built."""
     headers = request.headers if has_request_context() else websocket.headers
@@ -51,11 +60,7 @@ async def read_submission(*, body_required: bool) -> Submission | None:
     breaks the schema, each naming the offending value.
     """
     raw = await request.get_data(as_text=False)
-    if not raw.strip():
-        if body_required:
-            raise BadRequestError(f"missing JSON body: send a job such as {SUBMIT_EXAMPLE}")
-        return None
-    return submission_from(parse_json(raw, example=SUBMIT_EXAMPLE))
+    return parse_submission(raw, body_required=body_required)
 
 
 def parse_json(raw: str | bytes, *, example: str) -> dict[str, Any]:
@@ -136,7 +141,11 @@ def body_error(error: pydantic.ValidationError) -> ValidationError:
 
 
 def idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
+    return check_idempotency_key(request.headers.get("Idempotency-Key"))
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    """Return a valid ``Idempotency-Key`` value, or ``None`` when the header is missing."""
     if key is None:
         return None
     if not key.strip() or len(key.encode("latin-1")) > MAX_IDEMPOTENCY_KEY_LENGTH:
@@ -148,8 +157,41 @@ def idempotency_key() -> str | None:
 
 
 def require_accepting() -> None:
-    if not scheduler().accepting:
+    check_accepting(scheduler())
+
+
+def check_accepting(current: Scheduler) -> None:
+    if not current.accepting:
         raise UnavailableError("the service is shutting down and accepts no new jobs; retry later")
+
+
+def parse_submission(raw: str | bytes, *, body_required: bool) -> Submission | None:
+    """Parse a submission body; ``None`` for an empty body where one is not required."""
+    if not raw.strip():
+        if body_required:
+            raise BadRequestError(f"missing JSON body: send a job such as {SUBMIT_EXAMPLE}")
+        return None
+    return submission_from(parse_json(raw, example=SUBMIT_EXAMPLE))
+
+
+def simulated_submission(current: Scheduler) -> Submission:
+    """Return the job that ``POST /api`` without a body runs: a ``sleep`` of random length."""
+    low, high = current.settings.simulated_seconds
+    seconds = round(random.uniform(low, high), 3)
+    return Submission(task="sleep", params={"seconds": seconds}, simulated=True)
+
+
+def accepted_headers(
+    current: Scheduler, job: Job, location: str, *, replayed: bool
+) -> dict[str, str]:
+    """Return the headers of a ``202`` for a submitted job."""
+    headers = {"Location": location}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    estimate = current.estimate(job)
+    if estimate is not None:
+        headers["Retry-After"] = str(estimate.retry_after_s)
+    return headers
 
 
 def job_body(job: Job) -> dict[str, Any]:

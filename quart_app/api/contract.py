@@ -7,21 +7,20 @@ polls until it gets 200 stops for failed and cancelled jobs too.
 
 from __future__ import annotations
 
-import random
-
 from pydantic import BaseModel
 from quart import Blueprint, Response, request, url_for
 from quart_schema import document_querystring, document_request, document_response
 
 from ..errors import InvalidIdError
-from ..scheduler import Submission
 from ..views import status_view
 from .common import (
+    accepted_headers,
     idempotency_key,
     json_response,
     read_submission,
     require_accepting,
     scheduler,
+    simulated_submission,
 )
 from .schemas import Accepted, ErrorBody, Finished, InProgress, SubmitRequest
 
@@ -42,16 +41,12 @@ async def submit() -> Response:
     require_accepting()
     submission = await read_submission(body_required=False)
     if submission is None:
-        low, high = scheduler().settings.simulated_seconds
-        seconds = round(random.uniform(low, high), 3)
-        submission = Submission(task="sleep", params={"seconds": seconds}, simulated=True)
+        submission = simulated_submission(scheduler())
     job, _ = await scheduler().submit(submission, idempotency_key())
 
     status_url = url_for("contract.status", id=job.id, _external=True)
-    estimate = scheduler().estimate(job)
-    headers = {"Location": status_url}
-    if estimate is not None:
-        headers["Retry-After"] = str(estimate.retry_after_s)
+    # The original contract sends no Idempotent-Replayed header.
+    headers = accepted_headers(scheduler(), job, status_url, replayed=False)
     return json_response({"id": job.id, "status_url": status_url}, 202, headers)
 
 

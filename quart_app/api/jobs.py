@@ -12,6 +12,7 @@ from quart_schema import document_querystring, document_request, document_respon
 from ..errors import BadRequestError, ConflictError
 from ..jobs import JobStatus
 from .common import (
+    accepted_headers,
     idempotency_key,
     job_body,
     json_response,
@@ -40,12 +41,8 @@ async def submit() -> Response:
     assert submission is not None
     job, created = await scheduler().submit(submission, idempotency_key())
 
-    headers = {"Location": url_for("jobs.job", job_id=job.id)}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    estimate = scheduler().estimate(job)
-    if estimate is not None:
-        headers["Retry-After"] = str(estimate.retry_after_s)
+    location = url_for("jobs.job", job_id=job.id)
+    headers = accepted_headers(scheduler(), job, location, replayed=not created)
     return json_response(job_body(job), 202, headers)
 
 
