@@ -150,7 +150,7 @@ class EventBus:
 
     A subscriber follows either one job's channel or the channel of every job. Channels
     exist while they have subscribers. ``beat()`` wakes every subscriber without an event,
-    which streams answer with a heartbeat.
+    and streams then send a heartbeat.
     """
 
     def __init__(self) -> None:
@@ -210,9 +210,10 @@ class EventBus:
 class EventFeed:
     """Tail the store's event log and publish new events on the bus, in id order.
 
-    ``nudge()`` makes the next read happen at once. A local commit calls it, so events of
-    this process arrive without waiting for the poll interval. The interval only bounds the
-    delay for events written by other processes.
+    The store hands over the events that this process commits (``offer``), and they are
+    published at once when they directly follow the last published event. Otherwise other
+    processes wrote in between, and the feed reads the log first. The poll interval only
+    bounds the delay for events of other processes that no local commit follows.
     """
 
     def __init__(
@@ -225,28 +226,46 @@ class EventFeed:
         self._bus = bus
         self._poll_interval_s = poll_interval_s
         self._wakeup = asyncio.Event()
+        self._running = False
         self.last_id = 0
 
     def nudge(self) -> None:
+        """Read the log now instead of at the next poll."""
         self._wakeup.set()
+
+    def offer(self, events: list[Event]) -> None:
+        """Publish events that this process committed, in id order, or read them from the log."""
+        if not self._running or events[0].id != self.last_id + 1:
+            self.nudge()
+            return
+        for event in events:
+            self.last_id = event.id
+            self._bus.publish(event)
 
     async def run(self, start_after_id: int) -> None:
         self.last_id = start_after_id
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
-            self._wakeup.clear()
-            try:
-                await self._drain()
-            except Exception:
-                # The store may be briefly locked or reconnecting; the next round retries
-                # from the same id, so nothing is skipped.
-                logger.warning("failed to read the event log; retrying", exc_info=True)
+        self._running = True
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
+                self._wakeup.clear()
+                try:
+                    await self._drain()
+                except Exception:
+                    # The store may be briefly locked or reconnecting; the next round
+                    # retries from the same id, so nothing is skipped.
+                    logger.warning("failed to read the event log; retrying", exc_info=True)
+        finally:
+            self._running = False
 
     async def _drain(self) -> None:
         while True:
             events = await self._read_after(self.last_id, 500)
             for event in events:
+                # ``offer`` may have published some of them while the read was running.
+                if event.id <= self.last_id:
+                    continue
                 self.last_id = event.id
                 self._bus.publish(event)
             if len(events) < 500:

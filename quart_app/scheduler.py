@@ -71,7 +71,7 @@ class Scheduler:
     async def start(self) -> None:
         await self.store.open()
         self.store.describe = self.estimator.describe
-        self.store.on_commit = self.feed.nudge
+        self.store.on_events = self.feed.offer
         await self.estimator.refresh()
         last_event_id = await self.store.last_event_id()
         for coroutine in (

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncGenerator
+from pathlib import Path
 
 import pytest
 from quart import Quart
@@ -13,9 +15,10 @@ from quart.typing import TestClientProtocol as Client
 from quart_app import events
 from quart_app.jobs import JobStatus
 from quart_app.scheduler import Scheduler, Submission
+from quart_app.storage.sqlite import SQLiteStore
 from quart_app.streams import EventReader, SendWatchdog, guard_sends
 
-from .helpers import wait_for
+from .helpers import make_job, wait_for
 
 
 async def finished_jobs(scheduler: Scheduler, count: int) -> list[str]:
@@ -151,3 +154,62 @@ async def test_quart_route_streams_like_fast_path(app: Quart, client: Client) ->
     resumed = await client.get(f"/api/jobs/{job_id}/events", headers={"Last-Event-ID": last_id})
 
     assert resumed.status_code == 204
+
+
+def stored_event(event_id: int) -> events.Event:
+    job = make_job()
+    return events.Event(event_id, job.id, events.EventKind.QUEUED, job.created_at, job.to_dict())
+
+
+async def test_feed_publishes_offered_events_without_read() -> None:
+    log = [stored_event(event_id) for event_id in range(1, 7)]
+    reads: list[int] = []
+
+    async def read_after(after_id: int, limit: int) -> list[events.Event]:
+        reads.append(after_id)
+        return [event for event in log if event.id > after_id][:limit]
+
+    bus = events.EventBus()
+    feed = events.EventFeed(read_after, bus, poll_interval_s=60)
+    with bus.subscribe() as subscription:
+        runner = asyncio.create_task(feed.run(0))
+        await asyncio.sleep(0)  # let the feed start; its first poll is 60 s away
+        feed.offer(log[0:2])
+        offered_reads = list(reads)
+        # Events 3 and 4 came from another process, so the feed must read them first.
+        feed.offer(log[4:6])
+
+        async def published_all() -> bool:
+            return feed.last_id == 6
+
+        await wait_for(published_all)
+        runner.cancel()
+        received = [event.id for event in subscription.take()]
+
+    assert offered_reads == []
+    assert reads == [2]
+    assert received == [1, 2, 3, 4, 5, 6]
+
+
+async def test_rolled_back_write_publishes_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "jobs.db"))
+    handed_over: list[events.Event] = []
+    store.on_events = handed_over.extend
+    await store.open()
+    try:
+        job, _ = await store.enqueue(make_job())
+        committed = list(handed_over)
+
+        def record_then_fail(db: sqlite3.Connection) -> None:
+            store._record(db, job, events.EventKind.PROGRESS)
+            raise RuntimeError("the write failed after recording its event")
+
+        with pytest.raises(RuntimeError):
+            await store._write(record_then_fail)
+        stored = await store.events_after(0, 100)
+    finally:
+        await store.close()
+
+    assert [event.kind for event in committed] == [events.EventKind.QUEUED]
+    assert handed_over == committed
+    assert [event.id for event in stored] == [event.id for event in committed]

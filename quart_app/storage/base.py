@@ -78,7 +78,9 @@ class JobStore(abc.ABC):
 
     def __init__(self) -> None:
         self.describe: Describe = Job.to_dict
-        self.on_commit: Callable[[], None] = lambda: None
+        # Called on the event loop after each commit that stored events, with those events
+        # in id order.
+        self.on_events: Callable[[list[Event]], None] = lambda events: None
 
     # Lifecycle -------------------------------------------------------------------------
 
@@ -168,17 +170,12 @@ class JobStore(abc.ABC):
                 f"Idempotency-Key {job.idempotency_key!r} was already used for a different "
                 f"request (job {stored.id}); send a new key for a new submission"
             )
-        if created:
-            self.on_commit()
         return stored, created
 
     async def claim(self, worker_id: str, lease_s: float, limit: int = 1) -> list[Job]:
         """Atomically take up to ``limit`` due jobs for ``worker_id``, in run order."""
         now = utcnow()
-        jobs = await self._claim(worker_id, now, now + timedelta(seconds=lease_s), limit)
-        if jobs:
-            self.on_commit()
-        return jobs
+        return await self._claim(worker_id, now, now + timedelta(seconds=lease_s), limit)
 
     async def renew(self, worker_id: str, lease_s: float) -> list[tuple[str, bool]]:
         """Extend the leases of the worker's running jobs; return ``(job_id, cancel_requested)``
@@ -281,10 +278,7 @@ class JobStore(abc.ABC):
         return await self._purge(finished_before, tombstones_before)
 
     async def _apply(self, change: Change) -> Job | None:
-        job = await self._update(change)
-        if job is not None and change.event is not None:
-            self.on_commit()
-        return job
+        return await self._update(change)
 
     # Backend hooks ---------------------------------------------------------------------
 

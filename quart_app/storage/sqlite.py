@@ -156,6 +156,8 @@ class SQLiteStore(JobStore):
         self._point_cache = _PointCache()
         self._pending: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
+        # Events stored by the batch in progress; only the writer thread touches it.
+        self._batch_events: list[Event] = []
 
     async def open(self) -> None:
         self._connection = await self._in_thread(self._open_connection)
@@ -233,7 +235,10 @@ class SQLiteStore(JobStore):
                 batch.append(item)
             if batch:
                 operations = [write.operation for write in batch]
-                outcomes = await self._in_thread(self._commit_batch, operations)
+                outcomes, events = await self._in_thread(self._commit_batch, operations)
+                if events:
+                    # Subscribers get these events without a read of the log.
+                    self.on_events(events)
                 for write, (value, failure) in zip(batch, outcomes, strict=True):
                     if write.result.done():
                         continue
@@ -244,27 +249,47 @@ class SQLiteStore(JobStore):
             if first is None:
                 return
 
-    def _commit_batch(self, operations: list[Operation]) -> list[tuple[Any, Exception | None]]:
+    def _commit_batch(
+        self, operations: list[Operation]
+    ) -> tuple[list[tuple[Any, Exception | None]], list[Event]]:
         """Run ``operations`` in one transaction, each in a savepoint; runs on the thread.
 
-        A failing operation is rolled back to its savepoint without undoing the others. If
-        the transaction itself fails (a lock timeout, a full disk), every operation fails.
+        Return each operation's outcome, and the events the transaction stored. A failing
+        operation is rolled back to its savepoint without undoing the others. If the
+        transaction itself fails (a lock timeout, a full disk), every operation fails.
         """
         connection = self._connection
         assert connection is not None, "the store is not open"
+        self._batch_events = []
         try:
             if connection.in_transaction:
                 logger.warning("rolled back a transaction left open by an earlier failure")
                 connection.execute("ROLLBACK")
             connection.execute("BEGIN IMMEDIATE")
-            outcomes = [_run_in_savepoint(connection, operation) for operation in operations]
+            outcomes = [self._run_in_savepoint(connection, operation) for operation in operations]
             connection.execute("COMMIT")
-            return outcomes
+            return outcomes, self._batch_events
         except Exception as error:
             logger.warning("failed to commit %d writes: %s", len(operations), error)
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            return [(None, error) for _ in operations]
+            return [(None, error) for _ in operations], []
+
+    def _run_in_savepoint(
+        self, db: sqlite3.Connection, operation: Operation
+    ) -> tuple[Any, Exception | None]:
+        recorded = len(self._batch_events)
+        db.execute("SAVEPOINT write")
+        try:
+            value = operation(db)
+        except Exception as error:
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
+            # The rolled-back events were never stored.
+            del self._batch_events[recorded:]
+            return None, error
+        db.execute("RELEASE write")
+        return value, None
 
     # Reads -----------------------------------------------------------------------------
 
@@ -512,23 +537,14 @@ class SQLiteStore(JobStore):
         # NOTE: this runs on the writer thread. ``describe`` only reads the estimator's
         # state, which the event loop replaces whole (the plan) or one entry at a time
         # (learned durations), so a concurrent read gets either the old or the new value.
-        data = json.dumps(self.describe(job), separators=(",", ":"))
-        db.execute(
+        data = self.describe(job)
+        at = utcnow()
+        cursor = db.execute(
             "INSERT INTO events (job_id, kind, at, data) VALUES (?, ?, ?, ?)",
-            (job.id, kind.value, _to_epoch(utcnow()), data),
+            (job.id, kind.value, _to_epoch(at), json.dumps(data, separators=(",", ":"))),
         )
-
-
-def _run_in_savepoint(db: sqlite3.Connection, operation: Operation) -> tuple[Any, Exception | None]:
-    db.execute("SAVEPOINT write")
-    try:
-        value = operation(db)
-    except Exception as error:
-        db.execute("ROLLBACK TO write")
-        db.execute("RELEASE write")
-        return None, error
-    db.execute("RELEASE write")
-    return value, None
+        assert cursor.lastrowid is not None
+        self._batch_events.append(Event(cursor.lastrowid, job.id, kind, at, data))
 
 
 # Row conversion --------------------------------------------------------------------------
