@@ -67,7 +67,7 @@ class FastPath:
 
     async def _status(self, scope: dict[str, Any], send: Any, root_path: str) -> bool:
         job_id = _job_id_from_query(scope["query_string"])
-        if not is_job_id(job_id):
+        if job_id is None:
             await self._respond(send, 400, dict(INVALID_ID), {})
             return True
         readable, job = self._read(job_id)
@@ -190,8 +190,8 @@ async def _send(send: Any, response: _Response) -> None:
     await send({"type": "http.response.body", "body": response.payload})
 
 
-def _job_id_from_query(query_string: bytes) -> str:
-    """Return the first ``id`` parameter, as ``parse_qsl`` finds it.
+def _job_id_from_query(query_string: bytes) -> str | None:
+    """Return the first ``id`` parameter, as ``parse_qsl`` finds it, if it is a valid job id.
 
     Pollers send ``id=<job id>`` and nothing else. A job id contains no ``&``, ``%`` or
     ``+``, so such a query has exactly one parameter and needs no decoding.
@@ -201,4 +201,5 @@ def _job_id_from_query(query_string: bytes) -> str:
         if is_job_id(candidate):
             return candidate
     query = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    return next((value for name, value in query if name == "id"), "")
+    job_id = next((value for name, value in query if name == "id"), "")
+    return job_id if is_job_id(job_id) else None

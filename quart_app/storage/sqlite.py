@@ -153,6 +153,7 @@ class SQLiteStore(JobStore):
         self._connection: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._point_reader: sqlite3.Connection | None = None
+        self._version_cursor: sqlite3.Cursor | None = None
         self._point_cache = _PointCache()
         self._pending: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
@@ -170,6 +171,8 @@ class SQLiteStore(JobStore):
                 f"file:{self.path}?mode=ro", uri=True, isolation_level=None, timeout=0
             )
             self._point_reader.row_factory = sqlite3.Row
+            # One cursor for the version check saves creating one on every read.
+            self._version_cursor = self._point_reader.cursor()
         self._writer_task = asyncio.create_task(self._write_forever(), name="sqlite-writer")
         logger.info("opened job store %s", self.path)
 
@@ -198,6 +201,7 @@ class SQLiteStore(JobStore):
         if self._point_reader is not None:
             self._point_reader.close()
             self._point_reader = None
+            self._version_cursor = None
             # Data versions are counted per connection, so they mean nothing to the next one.
             self._point_cache.clear()
         if self._connection is not None:
@@ -309,13 +313,13 @@ class SQLiteStore(JobStore):
         # few microseconds and never waits for writers (busy_timeout is 0 on this
         # connection), which is cheaper than a hand-off to a thread. A checkpoint that
         # briefly locks the file raises instead, and the caller reads asynchronously.
-        reader = self._point_reader
-        if reader is None:
+        reader, version_cursor = self._point_reader, self._version_cursor
+        if reader is None or version_cursor is None:
             raise ReadWouldBlockError
         try:
             # The version is read before the row, so a commit between the two reads changes
             # the version for the next call, and that call reads the row again.
-            version = reader.execute("PRAGMA data_version").fetchone()[0]
+            version = version_cursor.execute("PRAGMA data_version").fetchone()[0]
             cached = self._point_cache.get(job_id, version)
             if cached is not None:
                 return cached
