@@ -53,6 +53,10 @@ class Event:
     data: dict[str, Any]
 
 
+# ``None`` for every event, ("job", id) for one job's, ("status", value) for one status.
+ChannelKey = tuple[str, str] | None
+
+
 class StreamClosedError(Exception):
     """Raised to a subscriber when the service shuts down its event streams."""
 
@@ -94,7 +98,7 @@ class Subscription:
 
     __slots__ = ("_bus", "_channel", "_key", "_stream", "position")
 
-    def __init__(self, bus: EventBus, channel: Channel, key: str | None, stream: bool) -> None:
+    def __init__(self, bus: EventBus, channel: Channel, key: ChannelKey, stream: bool) -> None:
         self._bus = bus
         self._channel = channel
         self._key = key
@@ -148,46 +152,54 @@ class Subscription:
 class EventBus:
     """Fan-out of events to the subscribers of this process, through shared channels.
 
-    A subscriber follows either one job's channel or the channel of every job. Channels
-    exist while they have subscribers. ``beat()`` wakes every subscriber without an event,
-    and streams then send a heartbeat.
+    A subscriber follows one channel: every job's events, one job's, or the events that
+    leave jobs in one status, such as ``succeeded``. A subscriber is only woken for events
+    of its channel. Channels exist while they have subscribers. ``beat()`` wakes every
+    subscriber without an event, and streams then send a heartbeat.
     """
 
     def __init__(self) -> None:
-        self._channels: dict[str | None, Channel] = {}
+        self._channels: dict[ChannelKey, Channel] = {}
         # Subscriptions of clients (event streams and sockets), not of internal readers.
         self.stream_count = 0
         self.beats = 0
         self.closed = False
 
-    def subscribe(self, job_id: str | None = None, *, stream: bool = False) -> Subscription:
-        """Follow one job's events, or every job's when ``job_id`` is ``None``.
+    def subscribe(
+        self, job_id: str | None = None, *, status: str | None = None, stream: bool = False
+    ) -> Subscription:
+        """Follow one job's events, the events with one ``status``, or every event.
 
         Use the result in a ``with`` block. ``stream`` counts it in ``stream_count``.
         """
-        channel = self._channels.get(job_id)
+        key: ChannelKey = None
+        if job_id is not None:
+            key = ("job", job_id)
+        elif status is not None:
+            key = ("status", status)
+        channel = self._channels.get(key)
         if channel is None:
-            retain = ALL_EVENTS_RETAINED if job_id is None else JOB_EVENTS_RETAINED
-            channel = self._channels[job_id] = Channel(retain)
+            retain = JOB_EVENTS_RETAINED if job_id is not None else ALL_EVENTS_RETAINED
+            channel = self._channels[key] = Channel(retain)
         channel.subscribers += 1
         if stream:
             self.stream_count += 1
-        return Subscription(self, channel, job_id, stream)
+        return Subscription(self, channel, key, stream)
 
-    def unsubscribe(self, channel: Channel, job_id: str | None, stream: bool) -> None:
+    def unsubscribe(self, channel: Channel, key: ChannelKey, stream: bool) -> None:
         if stream:
             self.stream_count -= 1
         channel.subscribers -= 1
-        if channel.subscribers == 0 and self._channels.get(job_id) is channel:
-            del self._channels[job_id]
+        if channel.subscribers == 0 and self._channels.get(key) is channel:
+            del self._channels[key]
 
     def publish(self, event: Event) -> None:
-        channel = self._channels.get(None)
-        if channel is not None:
-            channel.append(event)
-        channel = self._channels.get(event.job_id)
-        if channel is not None:
-            channel.append(event)
+        channels = self._channels
+        status = str(event.data.get("status"))
+        for key in (None, ("job", event.job_id), ("status", status)):
+            channel = channels.get(key)
+            if channel is not None:
+                channel.append(event)
 
     def beat(self) -> None:
         """Wake every subscriber once, so that idle streams send a heartbeat."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from .api.common import HOST_RE
+from .api.common import host_is_valid
 from .jobs import is_job_id
 from .storage.base import ReadWouldBlockError
 from .views import INVALID_ID, has_fixed_views, job_links, status_view
@@ -32,9 +32,6 @@ _RESOURCE = "resource"
 
 # Encoded responses kept at most, for finished jobs only. The oldest is dropped first.
 MAX_CACHED_RESPONSES = 1024
-# Valid Host values remembered at most. A client that sends many distinct values only
-# makes the check run the regular expression again.
-MAX_REMEMBERED_HOSTS = 64
 
 
 class FastPath:
@@ -45,10 +42,9 @@ class FastPath:
         self.scheduler = scheduler
         self.dumps = dumps
         self._responses: dict[tuple[str, str], _CachedResponse] = {}
-        self._valid_hosts: set[bytes] = set()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not self._host_is_valid(scope):
+        if scope["type"] != "http" or scope["method"] != "GET" or not host_is_valid(scope):
             await self.app(scope, receive, send)
             return
         root_path = scope.get("root_path", "")
@@ -146,25 +142,6 @@ class FastPath:
             *((name.lower().encode(), value.encode()) for name, value in headers.items()),
         )
         return _Response(status, raw_headers, payload)
-
-    # Host check ------------------------------------------------------------------------
-
-    def _host_is_valid(self, scope: dict[str, Any]) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"host":
-                return self._check_host(value)
-        return False
-
-    def _check_host(self, value: bytes) -> bool:
-        # Clients of one server send one or a few Host values, so remembering the valid
-        # ones skips the regular expression on almost every request.
-        if value in self._valid_hosts:
-            return True
-        if HOST_RE.match(value.decode("latin-1")) is None:
-            return False
-        if len(self._valid_hosts) < MAX_REMEMBERED_HOSTS:
-            self._valid_hosts.add(value)
-        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -197,13 +197,13 @@ class Scheduler:
                 "SCHEDULER_MAX_STREAMS); retry later or poll GET /api/jobs/<id>"
             )
 
-    def open_stream(self, job_id: str | None = None) -> Subscription:
-        """Subscribe a stream client to one job's events, or every job's, and count it.
+    def open_stream(self, job_id: str | None = None, *, status: str | None = None) -> Subscription:
+        """Subscribe a stream client to one job's events, one status's, or all, and count it.
 
         Use the result in a ``with`` block. After shutdown has begun, the subscription is
         already closed, so the stream ends.
         """
-        return self.bus.subscribe(job_id, stream=True)
+        return self.bus.subscribe(job_id, status=status, stream=True)
 
     @property
     def open_streams(self) -> int:

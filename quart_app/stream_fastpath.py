@@ -20,7 +20,7 @@ from .api.jobs import parse_statuses
 from .errors import AppError
 from .jobs import is_job_id
 from .sse import SSE_HEADERS
-from .streams import event_filter, open_all_stream, open_job_stream
+from .streams import open_all_stream, open_job_stream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -65,9 +65,12 @@ class EventStreamPath:
     ) -> bool:
         query = _query(scope)
         try:
-            accept = event_filter(query.get("task") or None, parse_statuses(query.get("status")))
             chunks = await open_all_stream(
-                self.scheduler, accept, _last_event_id(scope, query), root_path
+                self.scheduler,
+                query.get("task") or None,
+                parse_statuses(query.get("status")),
+                _last_event_id(scope, query),
+                root_path,
             )
         except AppError:
             # The Quart route raises the same error and renders it.

@@ -233,14 +233,19 @@ async def open_job_stream(
 
 async def open_all_stream(
     scheduler: Scheduler,
-    accept: EventFilter | None,
+    task: str | None,
+    statuses: frozenset[JobStatus] | None,
     last_event_id: str | None,
     root_path: str,
 ) -> AsyncGenerator[bytes, None]:
     """Check a request for the all-jobs stream and return its chunks; raise ``AppError``."""
     last_id = await resume_point(scheduler, last_event_id)
     scheduler.check_stream_capacity()
-    return _all_chunks(scheduler, last_id, accept, root_path)
+    # A stream of one status follows that status's channel, so the events of jobs in
+    # other states do not wake it.
+    status = next(iter(statuses)).value if statuses is not None and len(statuses) == 1 else None
+    accept = event_filter(task, statuses)
+    return _all_chunks(scheduler, last_id, accept, status, root_path)
 
 
 async def _job_chunks(
@@ -274,9 +279,13 @@ async def _job_chunks(
 
 
 async def _all_chunks(
-    scheduler: Scheduler, last_id: int | None, accept: EventFilter | None, root_path: str
+    scheduler: Scheduler,
+    last_id: int | None,
+    accept: EventFilter | None,
+    status: str | None,
+    root_path: str,
 ) -> AsyncGenerator[bytes, None]:
-    with scheduler.open_stream() as subscription:
+    with scheduler.open_stream(status=status) as subscription:
         yield encode_retry(scheduler.settings.sse_retry_ms)
         reader = EventReader(scheduler, subscription, 0, accept=accept)
         if last_id is None:

@@ -213,3 +213,24 @@ async def test_rolled_back_write_publishes_nothing(tmp_path: Path) -> None:
     assert [event.kind for event in committed] == [events.EventKind.QUEUED]
     assert handed_over == committed
     assert [event.id for event in stored] == [event.id for event in committed]
+
+
+async def test_status_channel_wakes_only_for_its_status() -> None:
+    bus = events.EventBus()
+    queued = stored_event(1)
+    succeeded = events.Event(
+        2,
+        queued.job_id,
+        events.EventKind.SUCCEEDED,
+        queued.at,
+        {**queued.data, "status": "succeeded"},
+    )
+
+    with bus.subscribe(status="succeeded") as finished, bus.subscribe() as everything:
+        bus.publish(queued)
+        woken_by_queued = finished.pending
+        bus.publish(succeeded)
+
+        assert not woken_by_queued
+        assert finished.take() == [succeeded]
+        assert everything.take() == [queued, succeeded]

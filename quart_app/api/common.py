@@ -30,12 +30,30 @@ HOST_RE = re.compile(
 )
 
 
+# Valid Host values remembered at most. A client that sends many distinct values only
+# makes the check run the regular expression again.
+MAX_REMEMBERED_HOSTS = 64
+_valid_hosts: set[bytes] = set()
+
+
 def host_is_valid(scope: dict[str, Any]) -> bool:
     """Tell whether an ASGI scope's Host header is one that ``check_host`` accepts."""
     for name, value in scope["headers"]:
         if name == b"host":
-            return HOST_RE.match(value.decode("latin-1")) is not None
+            return _check_host(value)
     return False
+
+
+def _check_host(value: bytes) -> bool:
+    # Clients of one server send one or a few Host values, so remembering the valid
+    # ones skips the regular expression on almost every request.
+    if value in _valid_hosts:
+        return True
+    if HOST_RE.match(value.decode("latin-1")) is None:
+        return False
+    if len(_valid_hosts) < MAX_REMEMBERED_HOSTS:
+        _valid_hosts.add(value)
+    return True
 
 
 async def check_host() -> None:

@@ -9,7 +9,7 @@ from quart_schema import document_querystring, document_response
 
 from ..scheduler import Scheduler
 from ..sse import SSE_HEADERS
-from ..streams import event_filter, guard_sends, open_all_stream, open_job_stream, resume_point
+from ..streams import guard_sends, open_all_stream, open_job_stream, resume_point
 from .common import scheduler
 from .jobs import parse_statuses
 from .schemas import ErrorBody, EventStreamQuery
@@ -43,13 +43,12 @@ async def job_events(job_id: str) -> Response:
 async def all_events() -> Response:
     """Stream the events of every job, optionally filtered by task and status; never ends."""
     current = scheduler()
-    accept = event_filter(
-        request.args.get("task") or None, parse_statuses(request.args.get("status"))
-    )
+    task = request.args.get("task") or None
+    statuses = parse_statuses(request.args.get("status"))
     if request.method == "HEAD":
         await resume_point(current, _last_event_id())
         return _head_response(current)
-    chunks = await open_all_stream(current, accept, _last_event_id(), request.root_path)
+    chunks = await open_all_stream(current, task, statuses, _last_event_id(), request.root_path)
     return _event_stream_response(current, chunks)
 
 
