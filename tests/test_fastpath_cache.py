@@ -281,8 +281,29 @@ async def test_point_read_returns_none_after_delete(
     assert reader.job_nowait(job.id) is not None
 
     write_raw(writer.path, "DELETE FROM jobs WHERE id = ?", (job.id,))
+    await asyncio.sleep(0)  # the next turn of the event loop
 
     assert reader.job_nowait(job.id) is None
+
+
+async def test_point_read_checks_version_once_per_turn(
+    two_stores: tuple[SQLiteStore, SQLiteStore],
+) -> None:
+    # Reads in one turn of the event loop serve requests that arrived before the first
+    # read, so they share its version; the next turn sees the commit.
+    reader, writer = two_stores
+    job, _ = await writer.enqueue(make_job())
+    first = reader.job_nowait(job.id)
+    assert first is not None
+
+    write_raw(writer.path, "UPDATE jobs SET priority = 7 WHERE id = ?", (job.id,))
+    same_turn = reader.job_nowait(job.id)
+    await asyncio.sleep(0)
+    next_turn = reader.job_nowait(job.id)
+
+    assert same_turn is first
+    assert next_turn is not None
+    assert next_turn.priority == 7
 
 
 async def test_point_cache_drops_oldest_beyond_limit(

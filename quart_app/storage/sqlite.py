@@ -157,6 +157,8 @@ class SQLiteStore(JobStore):
         self._point_cache = _PointCache()
         self._pending: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
+        # The data version read in this turn of the event loop, if any.
+        self._turn_version: int | None = None
         # Events stored by the batch in progress; only the writer thread touches it.
         self._batch_events: list[Event] = []
 
@@ -204,6 +206,7 @@ class SQLiteStore(JobStore):
             self._version_cursor = None
             # Data versions are counted per connection, so they mean nothing to the next one.
             self._point_cache.clear()
+            self._turn_version = None
         if self._connection is not None:
             await self._in_thread(self._connection.close)
             self._connection = None
@@ -319,7 +322,7 @@ class SQLiteStore(JobStore):
         try:
             # The version is read before the row, so a commit between the two reads changes
             # the version for the next call, and that call reads the row again.
-            version = version_cursor.execute("PRAGMA data_version").fetchone()[0]
+            version = self._data_version(version_cursor)
             cached = self._point_cache.get(job_id, version)
             if cached is not None:
                 return cached
@@ -327,6 +330,29 @@ class SQLiteStore(JobStore):
         except sqlite3.OperationalError as error:
             raise ReadWouldBlockError from error
         return self._point_cache.put(job_id, version, row)
+
+    def _data_version(self, cursor: sqlite3.Cursor) -> int:
+        """Return ``PRAGMA data_version``, read at most once per turn of the event loop.
+
+        The check costs two ``fcntl`` calls for SQLite's read lock, and a busy server
+        answers many polls per turn. Reuse is safe because asyncio runs ready callbacks in
+        the order they were scheduled. Whatever runs before the reset callback below was
+        scheduled before the version was read, so its request had arrived by then, and
+        the state at the read is a correct answer to it. Later requests read again.
+        """
+        if self._turn_version is not None:
+            return self._turn_version
+        version: int = cursor.execute("PRAGMA data_version").fetchone()[0]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return version
+        self._turn_version = version
+        loop.call_soon(self._forget_turn_version)
+        return version
+
+    def _forget_turn_version(self) -> None:
+        self._turn_version = None
 
     async def is_purged(self, job_id: str) -> bool:
         rows = await self._fetchall("SELECT 1 FROM purged_jobs WHERE id = ?", (job_id,))
