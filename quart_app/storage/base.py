@@ -104,7 +104,8 @@ class JobStore(abc.ABC):
         stored row is unchanged, but must return a new object once the row may differ, so
         a caller may keep data derived from a job for as long as reads return that object.
         Returned jobs may be shared, so callers must not change their ``params`` or
-        ``result``.
+        ``result``. Reads within one turn of the event loop may all return the state as of
+        the first of them, which is correct for requests that arrived before it.
         """
         raise ReadWouldBlockError
 
