@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from .api.common import host_is_valid
+from .api.common import route_path
 from .jobs import is_job_id
 from .storage.base import ReadWouldBlockError
 from .views import INVALID_ID, has_fixed_views, job_links, status_view
@@ -44,13 +44,11 @@ class FastPath:
         self._responses: dict[tuple[str, str], _CachedResponse] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not host_is_valid(scope):
+        path = route_path(scope, "GET")
+        if path is None:
             await self.app(scope, receive, send)
             return
         root_path = scope.get("root_path", "")
-        path: str = scope["path"]
-        if root_path and path.startswith(root_path):
-            path = path[len(root_path) :]
 
         if path == "/api":
             handled = await self._status(scope, send, root_path)

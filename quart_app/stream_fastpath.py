@@ -15,7 +15,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from .api.common import host_is_valid
+from .api.common import route_path
 from .api.jobs import parse_statuses
 from .errors import AppError
 from .jobs import is_job_id
@@ -42,13 +42,11 @@ class EventStreamPath:
         self.scheduler = scheduler
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not host_is_valid(scope):
+        path = route_path(scope, "GET")
+        if path is None:
             await self.app(scope, receive, send)
             return
         root_path = scope.get("root_path", "")
-        path: str = scope["path"]
-        if root_path and path.startswith(root_path):
-            path = path[len(root_path) :]
 
         handled = False
         if path == "/api/events":

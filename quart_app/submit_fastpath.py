@@ -18,8 +18,8 @@ from .api.common import (
     accepted_headers,
     check_accepting,
     check_idempotency_key,
-    host_is_valid,
     parse_submission,
+    route_path,
     simulated_submission,
 )
 from .errors import INTERNAL_ERROR_BODY, AppError
@@ -46,13 +46,11 @@ class SubmitPath:
         self.dumps = dumps
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not host_is_valid(scope):
+        path = route_path(scope, "POST")
+        if path is None:
             await self.app(scope, receive, send)
             return
         root_path = scope.get("root_path", "")
-        path: str = scope["path"]
-        if root_path and path.startswith(root_path):
-            path = path[len(root_path) :]
         status_url_base = _external_base(scope, root_path) if path == _CONTRACT_PATH else None
         if path not in (_CONTRACT_PATH, _JOBS_PATH) or (
             path == _CONTRACT_PATH and status_url_base is None

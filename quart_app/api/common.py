@@ -36,6 +36,18 @@ MAX_REMEMBERED_HOSTS = 64
 _valid_hosts: set[bytes] = set()
 
 
+def route_path(scope: dict[str, Any], method: str) -> str | None:
+    """Return the path below the root path of an HTTP request that an ASGI fast path may
+    answer: one with ``method`` and a valid Host header. Return ``None`` for any other."""
+    if scope["type"] != "http" or scope["method"] != method or not host_is_valid(scope):
+        return None
+    root_path: str = scope.get("root_path", "")
+    path: str = scope["path"]
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]
+    return path
+
+
 def host_is_valid(scope: dict[str, Any]) -> bool:
     """Tell whether an ASGI scope's Host header is one that ``check_host`` accepts."""
     for name, value in scope["headers"]:
