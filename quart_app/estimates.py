@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .events import StreamClosedError
 from .jobs import Job, JobStatus, isoformat, utcnow
 
 if TYPE_CHECKING:
@@ -170,9 +171,13 @@ class Estimator:
         with bus.subscribe() as subscription:
             while True:
                 if not subscription.pending:
-                    with contextlib.suppress(TimeoutError):
+                    with contextlib.suppress(TimeoutError, StreamClosedError):
                         async with asyncio.timeout(_REFRESH_MAX_S):
                             await subscription.wait()
+                    if subscription.closed:
+                        # During shutdown the bus is closed but running jobs still finish,
+                        # so the plan keeps refreshing on the timer alone.
+                        await asyncio.sleep(_REFRESH_MAX_S)
                 subscription.skip()
                 started = time.monotonic()
                 try:

@@ -18,6 +18,7 @@ from .api.common import check_host
 from .config import Settings
 from .errors import register_error_handlers
 from .fastpath import FastPath
+from .hostguard import HostGuard
 from .scheduler import Scheduler
 from .stream_fastpath import EventStreamPath
 from .submit_fastpath import SubmitPath
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None, *, tasks: TaskRegistry | None =
     submissions = SubmitPath(app.asgi_app, scheduler, dumps)
     streams = EventStreamPath(submissions, scheduler)
     fast_path = FastPath(streams, scheduler, dumps)
-    app.asgi_app = fast_path  # type: ignore[method-assign, assignment]
+    app.asgi_app = HostGuard(fast_path, dumps)  # type: ignore[method-assign, assignment]
     if settings.proxy_hops > 0:
         # Trust X-Forwarded-Proto/Host/For from this many proxies in front of the app.
         app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]

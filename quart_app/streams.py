@@ -240,12 +240,14 @@ async def open_all_stream(
 ) -> AsyncGenerator[bytes, None]:
     """Check a request for the all-jobs stream and return its chunks; raise ``AppError``."""
     last_id = await resume_point(scheduler, last_event_id)
+    # An id that cannot be resumed from starts over with snapshots of the active jobs.
+    start_over = last_id is None and parse_last_event_id(last_event_id) is not None
     scheduler.check_stream_capacity()
     # A stream of one status follows that status's channel, so the events of jobs in
     # other states do not wake it.
     status = next(iter(statuses)).value if statuses is not None and len(statuses) == 1 else None
     accept = event_filter(task, statuses)
-    return _all_chunks(scheduler, last_id, accept, status, root_path)
+    return _all_chunks(scheduler, last_id, accept, status, root_path, start_over=start_over)
 
 
 async def _job_chunks(
@@ -284,13 +286,15 @@ async def _all_chunks(
     accept: EventFilter | None,
     status: str | None,
     root_path: str,
+    *,
+    start_over: bool,
 ) -> AsyncGenerator[bytes, None]:
     with scheduler.open_stream(status=status) as subscription:
         yield encode_retry(scheduler.settings.sse_retry_ms)
         reader = EventReader(scheduler, subscription, 0, accept=accept)
-        if last_id is None:
+        if last_id is None and not start_over:
             reader.cursor = await scheduler.store.last_event_id()
-        elif await replay_too_long(scheduler, last_id):
+        elif last_id is None or await replay_too_long(scheduler, last_id):
             # The missed events are gone or too many: start over from the current state.
             reader.cursor = await scheduler.store.last_event_id()
             for job in await scheduler.store.active_jobs(limit=MAX_REPLAY):

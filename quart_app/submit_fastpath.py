@@ -10,6 +10,7 @@ over the limit, or a service that is shutting down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 logger = logging.getLogger(__name__)
+
+# Bodies that take longer go to the Quart route, which waits for them up to its own
+# BODY_TIMEOUT (60 s by default) and then responds with 408.
+FAST_BODY_TIMEOUT_S = 5.0
 
 _CONTRACT_PATH = "/api"
 _JOBS_PATH = "/api/jobs"
@@ -59,7 +64,16 @@ class SubmitPath:
             await self.app(scope, receive, send)
             return
 
-        body, complete = await self._read_body(scope, receive)
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(FAST_BODY_TIMEOUT_S):
+                complete = await self._read_body(scope, receive, chunks)
+        except _DisconnectedError:
+            return
+        except TimeoutError:
+            # A slow upload goes to the route, whose own body timeout responds with 408.
+            complete = False
+        body = b"".join(chunks)
         if complete:
             try:
                 await self._submit(scope, status_url_base, body, send, root_path)
@@ -74,26 +88,27 @@ class SubmitPath:
                 return
         await self.app(scope, _replay(body, receive, complete), send)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Receive) -> tuple[bytes, bool]:
-        """Read the body; the flag is ``False`` when reading stopped early at the size limit."""
+    async def _read_body(
+        self, scope: dict[str, Any], receive: Receive, chunks: list[bytes]
+    ) -> bool:
+        """Read the body into ``chunks``; return ``False`` when it stopped at the size limit."""
         limit = self.scheduler.settings.max_body_bytes
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                return b"", False
-        chunks: list[bytes] = []
+                return False
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                # The client went away; the route receives the same disconnect message.
-                return b"".join(chunks), False
+                # The client went away, so no response is needed.
+                raise _DisconnectedError
             chunk = message.get("body", b"")
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                return b"".join(chunks), False
+                return False
             if not message.get("more_body", False):
-                return b"".join(chunks), True
+                return True
 
     async def _submit(
         self,
@@ -139,6 +154,10 @@ class SubmitPath:
         ]
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+class _DisconnectedError(Exception):
+    """Raised when the client disconnects before it has sent the whole body."""
 
 
 def _replay(body: bytes, receive: Receive, complete: bool) -> Receive:

@@ -234,3 +234,14 @@ async def test_status_channel_wakes_only_for_its_status() -> None:
         assert not woken_by_queued
         assert finished.take() == [succeeded]
         assert everything.take() == [queued, succeeded]
+
+
+async def test_background_tasks_survive_closed_bus(scheduler: Scheduler) -> None:
+    # Shutdown closes the bus while running jobs finish; the estimator must keep going.
+    scheduler.begin_shutdown()
+    for _ in range(5):
+        await asyncio.sleep(0)  # let every woken task take its next step
+
+    finished = [task for task in scheduler._background if task.done()]
+
+    assert finished == []

@@ -445,3 +445,12 @@ async def test_websocket_deeply_nested_message_gets_error(server: ServerProcess)
 
         await socket.send(json.dumps({"type": "ping"}))
         assert json.loads(await socket.recv()) == {"type": "pong"}
+
+
+async def test_all_events_past_log_sends_snapshots(client: httpx.AsyncClient) -> None:
+    job_id = await submit(client, 1, delay=60)
+
+    events = await collect(client, "/api/events", headers={"Last-Event-ID": "999999"}, limit=1)
+
+    assert events[0].event == "snapshot"
+    assert job_of(events[0])["id"] == job_id

@@ -23,33 +23,77 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_JSON_DEPTH = 32
 
 
-# A host name or IPv4 address, or an IPv6 address in brackets, with an optional port.
-HOST_RE = re.compile(
-    r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,253}|\[[0-9A-Fa-f:.]+\])"  # name, IPv4 or [IPv6]
-    r"(?::\d{1,5})?$"  # port
-)
-
+_LABEL_RE = re.compile(r"^[A-Za-z0-9-]{1,63}$")
+_IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
+MAX_HOST_NAME_LENGTH = 253
+MAX_PORT = 65535
 
 # Valid Host values remembered at most. A client that sends many distinct values only
-# makes the check run the regular expression again.
+# makes the check run again.
 MAX_REMEMBERED_HOSTS = 64
 _valid_hosts: set[bytes] = set()
 
 
+def is_valid_host(host: str) -> bool:
+    """Tell whether ``host`` is a DNS name, an IPv4 address or an IPv6 address in brackets,
+    with an optional port.
+
+    The rules are those of DNS names (labels of 1 to 63 letters, digits and hyphens),
+    because werkzeug cannot build URLs from other names: it raises on empty or long
+    labels and drops names with underscores.
+    """
+    if host.startswith("["):
+        name, bracket, port = host.partition("]")
+        if not bracket or not _IPV6_RE.match(name + bracket):
+            return False
+    else:
+        name, separator, digits = host.partition(":")
+        dotted = name[:-1] if name.endswith(".") else name
+        if not dotted or len(dotted) > MAX_HOST_NAME_LENGTH:
+            return False
+        if not all(_LABEL_RE.match(label) for label in dotted.split(".")):
+            return False
+        port = separator + digits
+    if not port:
+        return True
+    digits = port[1:]
+    return (
+        port.startswith(":")
+        and digits.isascii()
+        and digits.isdigit()
+        and not digits.startswith("0")
+        and int(digits) <= MAX_PORT
+    )
+
+
+def host_error(host: str) -> BadRequestError:
+    return BadRequestError(
+        f"missing or invalid Host header {host[:80]!r}: send the server's host name "
+        "and port, such as Host: localhost:5000"
+    )
+
+
 def route_path(scope: dict[str, Any], method: str) -> str | None:
-    """Return the path below the root path of an HTTP request that an ASGI fast path may
-    answer: one with ``method`` and a valid Host header. Return ``None`` for any other."""
-    if scope["type"] != "http" or scope["method"] != method or not host_is_valid(scope):
+    """Return the path below the root path of a request that an ASGI fast path may serve.
+
+    Return ``None`` for other methods, for schemes other than ``http`` and ``https``, and
+    for a root path that the path lacks or that is not ASCII. Quart handles those.
+    """
+    if scope["type"] != "http" or scope["method"] != method:
+        return None
+    if scope.get("scheme") not in ("http", "https"):
         return None
     root_path: str = scope.get("root_path", "")
     path: str = scope["path"]
-    if root_path and path.startswith(root_path):
+    if root_path:
+        if not root_path.isascii() or not path.startswith(root_path):
+            return None
         path = path[len(root_path) :]
     return path
 
 
 def host_is_valid(scope: dict[str, Any]) -> bool:
-    """Tell whether an ASGI scope's Host header is one that ``check_host`` accepts."""
+    """Tell whether an ASGI scope's Host header passes ``is_valid_host``."""
     for name, value in scope["headers"]:
         if name == b"host":
             return _check_host(value)
@@ -58,10 +102,10 @@ def host_is_valid(scope: dict[str, Any]) -> bool:
 
 def _check_host(value: bytes) -> bool:
     # Clients of one server send one or a few Host values, so remembering the valid
-    # ones skips the regular expression on almost every request.
+    # ones skips the check on almost every request.
     if value in _valid_hosts:
         return True
-    if HOST_RE.match(value.decode("latin-1")) is None:
+    if not is_valid_host(value.decode("latin-1")):
         return False
     if len(_valid_hosts) < MAX_REMEMBERED_HOSTS:
         _valid_hosts.add(value)
@@ -72,11 +116,8 @@ async def check_host() -> None:
     """Reject a missing or malformed Host header, from which absolute URLs are built."""
     headers = request.headers if has_request_context() else websocket.headers
     host = headers.get("Host", "")
-    if not HOST_RE.match(host):
-        raise BadRequestError(
-            f"missing or invalid Host header {host[:80]!r}: send the server's host name "
-            "and port, such as Host: localhost:5000"
-        )
+    if not is_valid_host(host):
+        raise host_error(host)
 
 
 def scheduler() -> Scheduler:

@@ -130,6 +130,9 @@ def parse_statuses(text: str | None) -> frozenset[JobStatus] | None:
         return None
     valid = {status.value for status in JobStatus}
     names = {part.strip() for part in text.split(",") if part.strip()}
+    if not names:
+        # Only separators, such as "status=,": no filter, as with an empty value.
+        return None
     unknown = sorted(names - valid)
     if unknown:
         raise BadRequestError(
