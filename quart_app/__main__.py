@@ -122,7 +122,17 @@ async def serve_one(config: Config) -> None:
         await stop.wait()
         app.load().extensions["scheduler"].begin_shutdown()
 
-    await serve(app, config, shutdown_trigger=shutdown_trigger)
+    try:
+        await serve(app, config, shutdown_trigger=shutdown_trigger)
+    except OSError as error:
+        # Hypercorn starts the app before it binds, and a failed bind skips the app's
+        # shutdown. The store's threads would then keep the process alive.
+        await app.load().extensions["scheduler"].stop()
+        reason = error.strerror or str(error)
+        raise SystemExit(
+            f"failed to listen on {', '.join(config.bind)}: {reason}; "
+            "choose a free address with --bind HOST:PORT"
+        ) from None
 
 
 if __name__ == "__main__":

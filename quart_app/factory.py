@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None, *, tasks: TaskRegistry | None =
         redoc_ui_path=None,
         scalar_ui_path=None,
     )
+    # A doubled slash, as in /api/jobs//result, gets a JSON 404 instead of werkzeug's
+    # HTML redirect to the merged path.
+    app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.before_request(check_host)
     app.before_websocket(check_host)

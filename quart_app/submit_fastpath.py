@@ -127,9 +127,9 @@ class SubmitPath:
             submission = parse_submission(body, body_required=False)
             if submission is None:
                 submission = simulated_submission(current)
-            job, _ = await current.submit(submission, key)
+            job, created = await current.submit(submission, key)
             status_url = f"{status_url_base}/api?id={job.id}"
-            headers = accepted_headers(current, job, status_url, replayed=False)
+            headers = accepted_headers(current, job, status_url, replayed=not created)
             response = {"id": job.id, "status_url": status_url}
         else:
             check_accepting(current)

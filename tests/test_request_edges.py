@@ -165,3 +165,10 @@ async def test_slow_body_goes_to_route(
     await submit_fastpath.SubmitPath(inner, scheduler, str)(submit_scope(), receive, send)
 
     assert inner.messages == [{"type": "http.request", "body": first["body"], "more_body": True}]
+
+
+async def test_doubled_slash_is_json_404(client: Client) -> None:
+    response = await client.get("/api/jobs//result")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"

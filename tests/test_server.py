@@ -276,16 +276,24 @@ def test_server_bad_settings_stop_startup(
     assert "Traceback" not in result.stderr
 
 
-async def test_hypercorn_serves_module_level_app(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("workers", "primes_status"), [(None, "failed"), ("0", "succeeded")])
+async def test_hypercorn_serves_module_level_app(
+    tmp_path: Path, workers: str | None, primes_status: str
+) -> None:
+    # The hypercorn command runs a daemonic worker unless given --workers 0, and a daemonic
+    # process may not start the child processes of CPU-bound tasks.
     sock = listening_socket()
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(REPO_ROOT),
         "SCHEDULER_STORE": f"sqlite:///{tmp_path / 'h.db'}",
         "SCHEDULER_SIMULATED_SECONDS": "0.1,0.2",
+        "SCHEDULER_MAX_ATTEMPTS": "1",
     }
+    options = ["--workers", workers] if workers is not None else []
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "hypercorn", "quart_app:app", "--bind", f"fd://{sock.fileno()}"),
+        *options,
         env=env,
         cwd=tmp_path,
         pass_fds=(sock.fileno(),),
@@ -306,6 +314,20 @@ async def test_hypercorn_serves_module_level_app(tmp_path: Path) -> None:
             await wait_for(healthy, timeout_s=30)
             response = await client.post("/api")
             assert response.status_code == 202
+
+            primes = await client.post(
+                "/api/jobs", json={"task": "primes", "params": {"below": 1000}}
+            )
+            job_url = primes.headers["Location"]
+
+            async def finished() -> dict[str, Any] | None:
+                body: dict[str, Any] = (await client.get(job_url)).json()
+                return body if body["status"] in ("succeeded", "failed") else None
+
+            job = await wait_for(finished, timeout_s=30)
+            assert job["status"] == primes_status
+            if primes_status == "failed":
+                assert "hypercorn --workers 0" in job["error"]["message"]
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 30)
@@ -339,3 +361,27 @@ async def test_server_replaces_killed_worker(make_server: MakeServer) -> None:
     assert "starting a replacement" in server.log()
     assert server.process is not None and server.process.poll() is None
     assert server.terminate() == 0
+
+
+async def test_server_exits_when_address_taken(tmp_path: Path) -> None:
+    taken = listening_socket()
+    port = taken.getsockname()[1]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO_ROOT),
+        "SCHEDULER_STORE": f"sqlite:///{tmp_path / 'taken.db'}",
+    }
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "quart_app", "--bind", f"127.0.0.1:{port}"),
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        taken.close()
+
+    assert process.returncode == 1
+    assert f"failed to listen on 127.0.0.1:{port}" in stderr.decode()

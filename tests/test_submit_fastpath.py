@@ -97,12 +97,13 @@ async def test_contract_status_url_matches_route_for_host(
         assert fast_base == expected
 
 
-async def test_replayed_submission_gets_header(client: Client) -> None:
+@pytest.mark.parametrize("path", ["/api/jobs", "/api"])
+async def test_replayed_submission_gets_header(client: Client, path: str) -> None:
     job = {"task": "sleep", "params": {"seconds": 0.2}}
     headers = {"Idempotency-Key": "retry-1"}
 
-    first = await client.post("/api/jobs", json=job, headers=headers)
-    second = await client.post("/api/jobs", json=job, headers=headers)
+    first = await client.post(path, json=job, headers=headers)
+    second = await client.post(path, json=job, headers=headers)
 
     assert first.status_code == second.status_code == 202
     assert "Idempotent-Replayed" not in first.headers

@@ -42,11 +42,10 @@ async def submit() -> Response:
     submission = await read_submission(body_required=False)
     if submission is None:
         submission = simulated_submission(scheduler())
-    job, _ = await scheduler().submit(submission, idempotency_key())
+    job, created = await scheduler().submit(submission, idempotency_key())
 
     status_url = url_for("contract.status", id=job.id, _external=True)
-    # The original contract sends no Idempotent-Replayed header.
-    headers = accepted_headers(scheduler(), job, status_url, replayed=False)
+    headers = accepted_headers(scheduler(), job, status_url, replayed=not created)
     return json_response({"id": job.id, "status_url": status_url}, 202, headers)
 
 

@@ -80,14 +80,17 @@ class TaskRunner:
         call = self._calls.get(job_id)
         if call is None or call.done():
             return
-        done, _ = await asyncio.wait({asyncio.wrap_future(call)}, timeout=WARN_AFTER_S)
+        returned = asyncio.wrap_future(call)
+        # The job's outcome is recorded already, so only the end of the call matters here.
+        returned.add_done_callback(_ignore_outcome)
+        done, _ = await asyncio.wait({returned}, timeout=WARN_AFTER_S)
         if not done:
             logger.warning(
                 "job %s ended but its task call is still running; its slot stays in use "
                 "until the call returns (the task should check context.cancelled)",
                 job_id,
             )
-            await asyncio.wrap_future(call)
+            await asyncio.wait({returned})
 
     async def _run_in_process(self, task: Task, job_id: str, attempt: int, params: Any) -> Any:
         pool, manager = self._ensure_pool()
@@ -108,6 +111,14 @@ class TaskRunner:
             raise
 
     def _ensure_pool(self) -> tuple[ProcessPoolExecutor, SyncManager]:
+        if multiprocessing.current_process().daemon:
+            # Python forbids daemonic processes to start children. The hypercorn command
+            # runs its workers as daemonic processes unless it is given --workers 0.
+            raise RuntimeError(
+                "CPU-bound tasks run in child processes, which this daemonic server "
+                "process cannot start: serve with python -m quart_app, or with "
+                "hypercorn --workers 0"
+            )
         # "spawn" avoids forking a process that already runs threads (aiosqlite, executors).
         context = multiprocessing.get_context("spawn")
         if self._manager is None:
@@ -150,3 +161,9 @@ def _call_in_child(function: Any, args: tuple[Any, ...]) -> Any:
     job_id, attempt, params, progress_queue, flag = args
     context = TaskContext(job_id, attempt, QueueSink(progress_queue), flag.is_set)
     return function(context, params)
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    # Reading the exception keeps asyncio from logging it as never retrieved.
+    if not future.cancelled():
+        future.exception()
