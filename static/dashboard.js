@@ -366,9 +366,9 @@ function renderDetailFields(job) {
   const list = $("detail-fields");
   list.replaceChildren();
   for (const [name, value] of fields) list.append(element("dt", null, name), element("dd", null, value));
-  $("detail-error").textContent = job.error ? `${job.error.type}: ${job.error.message}` : "None";
+  $("detail-error").textContent = job.error ? `${job.error.type}: ${job.error.message}` : "No error";
   if (job.status === "succeeded") loadResult(job.id);
-  else $("detail-result").textContent = ACTIVE.has(job.status) ? "Not available yet" : "None";
+  else $("detail-result").textContent = ACTIVE.has(job.status) ? "Not available yet" : "No result";
 }
 
 async function loadResult(id) {
