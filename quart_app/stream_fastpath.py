@@ -4,8 +4,8 @@ A stream lives for hours and one server may hold thousands. Through the framewor
 one keeps a request, a response and a task that listens for the disconnect, and each
 chunk passes through the response machinery. Here a stream is one coroutine that sends
 the chunks of ``streams.py`` straight to the server, plus a small task that waits for the
-disconnect. The Quart routes open the same streams, and they answer every case this
-middleware leaves alone: ``HEAD``, bad Host headers, and every error response.
+disconnect. The Quart routes open the same streams, and they handle every case this
+middleware leaves alone: ``HEAD`` and every error response.
 """
 
 from __future__ import annotations

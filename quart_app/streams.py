@@ -1,10 +1,10 @@
 """Event streams for subscribers: replay from the stored log, then live events from the bus.
 
-This module knows nothing of the web framework. The Quart routes and the ASGI fast path
+This module does not use the web framework. The Quart routes and the ASGI fast path
 both open streams here and send the chunks they yield.
 
 A subscriber follows a shared channel of recent events. When it falls so far behind that
-the channel no longer holds what it missed, it catches up from the store's event log, so a
+the channel no longer contains what it missed, it catches up from the store's event log, so a
 slow reader costs the server a fixed amount of memory and still receives every event once,
 in order.
 """
@@ -78,7 +78,7 @@ class EventReader:
         await self._read_backlog()
 
     async def next(self) -> Event | None:
-        """Return the next event, or ``None`` when the bus asks for a heartbeat.
+        """Return the next event, or ``None`` when the bus requests a heartbeat.
 
         Raise ``StreamClosedError`` once the service closes its streams. Heartbeats come
         from the bus on a fixed interval, so a stream whose events are all filtered out
@@ -218,7 +218,7 @@ async def open_job_stream(
 ) -> AsyncGenerator[bytes, None] | None:
     """Check a request for one job's stream and return its chunks.
 
-    Return ``None`` when the client already has the job's terminal event: answering that
+    Return ``None`` when the client already has the job's terminal event: responding to that
     with ``204 No Content`` makes ``EventSource`` stop reconnecting. Raise ``AppError``
     for an unknown job, a bad ``Last-Event-ID`` or a full server, before anything is sent.
     """

@@ -26,7 +26,7 @@ async def both_paths(
     fast = await client.get(path)
 
     with monkeypatch.context() as patch:
-        # The fast path passes on every request that it may not answer.
+        # The fast path passes on every request that it may not serve.
         patch.setattr(fastpath, "route_path", lambda scope, method: None)
         slow = await client.get(path)
 

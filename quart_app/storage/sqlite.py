@@ -335,7 +335,7 @@ class SQLiteStore(JobStore):
         """Return ``PRAGMA data_version``, read at most once per turn of the event loop.
 
         The check costs two ``fcntl`` calls for SQLite's read lock, and a busy server
-        answers many polls per turn. Reuse is safe because asyncio runs ready callbacks in
+        handles many polls per turn. Reuse is safe because asyncio runs ready callbacks in
         the order they were scheduled. Whatever runs before the reset callback below was
         scheduled before the version was read, so its request had arrived by then, and
         the state at the read is a correct answer to it. Later requests read again.
