@@ -245,3 +245,12 @@ async def test_background_tasks_survive_closed_bus(scheduler: Scheduler) -> None
     finished = [task for task in scheduler._background if task.done()]
 
     assert finished == []
+
+
+def test_job_data_prints_floats_like_stored_rows() -> None:
+    # Events carry the in-memory job, and GET carries the row read back from SQLite,
+    # where these columns are REAL; both must print the same JSON.
+    data = make_job(progress=1, timeout_s=3600).to_dict()
+
+    assert json.dumps(data["progress"]) == "1.0"
+    assert json.dumps(data["timeout"]) == "3600.0"
