@@ -155,6 +155,8 @@ async def test_supervisor_process_task_reports_progress(scheduler: Scheduler) ->
     assert running.progress_message.startswith("round ")
     done = await wait_status(scheduler, job.id, JobStatus.SUCCEEDED)
     assert done.result > 0
+    assert done.progress == 1.0
+    assert done.progress_message is None
 
 
 async def test_supervisor_cancels_process_task(scheduler: Scheduler) -> None:

@@ -196,6 +196,8 @@ class JobStore(abc.ABC):
             "status": JobStatus.SUCCEEDED,
             "finished_at": utcnow(),
             "progress": 1.0,
+            # The last message described a moment before the end, such as "round 3 of 5".
+            "progress_message": None,
             "result": result,
             "error": None,
             "status_reason": None,
