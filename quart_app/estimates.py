@@ -15,6 +15,7 @@ import heapq
 import logging
 import math
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -67,8 +68,36 @@ class Estimate:
 
 @dataclass
 class _Plan:
+    """The simulated queue: when each job starts, and when each slot frees up after that."""
+
+    made_at: datetime
     starts_at: dict[str, datetime] = field(default_factory=dict)
-    next_free_at: datetime | None = None
+    # Seconds after ``made_at`` at which each slot is free, as a heap.
+    free_s: list[float] = field(default_factory=list)
+    # Jobs are placed from the event loop and from the store's writer thread.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def place(self, job_id: str, duration_s: float, now: datetime) -> datetime:
+        """Reserve the earliest free slot for a job submitted since the plan was made.
+
+        Jobs submitted between two refreshes then queue behind each other, not all at the
+        same free slot. The next refresh replaces these guesses with a full simulation.
+        """
+        with self.lock:
+            planned = self.starts_at.get(job_id)
+            if planned is not None:
+                return planned
+            if not self.free_s:
+                return now
+            offset_s = max(heapq.heappop(self.free_s), (now - self.made_at).total_seconds())
+            heapq.heappush(self.free_s, offset_s + duration_s)
+            planned = self.made_at + timedelta(seconds=offset_s)
+            self.starts_at[job_id] = planned
+            return planned
+
+    def next_free_at(self, now: datetime) -> datetime:
+        with self.lock:
+            return self.made_at + timedelta(seconds=self.free_s[0]) if self.free_s else now
 
 
 class Estimator:
@@ -79,7 +108,7 @@ class Estimator:
         self._registry = registry
         self._settings = settings
         self._history_s: dict[str, float] = {}
-        self._plan = _Plan()
+        self._plan = _Plan(made_at=utcnow())
         self._announced: dict[str, datetime] = {}
         self.worker_id: str | None = None
 
@@ -151,8 +180,11 @@ class Estimator:
 
     def _start_of(self, job: Job, now: datetime) -> datetime:
         planned = self._plan.starts_at.get(job.id)
-        if planned is None:
-            planned = self._plan.next_free_at or now
+        if planned is None and job.scheduled_at <= now:
+            planned = self._plan.place(job.id, self._total_s(job)[0], now)
+        elif planned is None:
+            # NOTE: a delayed job is not placed, so it reserves no slot until a refresh.
+            planned = self._plan.next_free_at(now)
         return max(planned, job.scheduled_at, now)
 
     def describe(self, job: Job) -> dict[str, Any]:
@@ -250,7 +282,7 @@ class Estimator:
         heapq.heapify(slots)
         waiting.sort(key=lambda item: item[0])
 
-        plan = _Plan()
+        plan = _Plan(made_at=now)
         ready: list[tuple[int, int, Job]] = []
         index = 0
         while index < len(waiting) or ready:
@@ -265,5 +297,5 @@ class Estimator:
             _, _, job = heapq.heappop(ready)
             plan.starts_at[job.id] = now + timedelta(seconds=free_s)
             heapq.heappush(slots, free_s + self._total_s(job)[0])
-        plan.next_free_at = now + timedelta(seconds=slots[0]) if slots else now
+        plan.free_s = slots
         return plan

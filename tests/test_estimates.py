@@ -73,6 +73,21 @@ def test_estimate_queued_job_waits_for_free_slot() -> None:
     assert _seconds(estimator.estimate(behind, now)) == 24
 
 
+def test_estimate_queues_jobs_submitted_since_refresh() -> None:
+    # Jobs that arrive between two refreshes must queue behind each other, not all
+    # claim the same free slot.
+    estimator = make_estimator()
+    now = utcnow()
+    estimator._plan = estimator._simulate([], capacity=2, now=now)
+    first, second, third = (make_job(seq, scheduled_at=now) for seq in (1, 2, 3))
+
+    assert _seconds(estimator.estimate(first, now)) == 10
+    assert _seconds(estimator.estimate(second, now)) == 10
+    assert _seconds(estimator.estimate(third, now)) == 20
+    # A job keeps its place when it is estimated again.
+    assert _seconds(estimator.estimate(first, now)) == 10
+
+
 def test_estimate_delayed_job_waits_for_its_time() -> None:
     estimator = make_estimator()
     now = utcnow()
