@@ -73,10 +73,10 @@ class FastPath:
             response = self._cached(_STATUS, job, root_path) or self._status_response(
                 job, root_path
             )
-        await _send(send, response)
+        await send_response(send, response)
         return True
 
-    def _status_response(self, job: Job, root_path: str) -> _Response:
+    def _status_response(self, job: Job, root_path: str) -> JSONResponse:
         estimate = self.scheduler.estimate(job)
         response = self._encode(*status_view(job, estimate, root_path))
         self._remember(_STATUS, job, root_path, response)
@@ -88,10 +88,10 @@ class FastPath:
             # Unknown and purged jobs get their 404 or 410 from the Quart route.
             return False
         response = self._cached(_RESOURCE, job, root_path) or self._job_response(job, root_path)
-        await _send(send, response)
+        await send_response(send, response)
         return True
 
-    def _job_response(self, job: Job, root_path: str) -> _Response:
+    def _job_response(self, job: Job, root_path: str) -> JSONResponse:
         body = self.scheduler.describe(job)
         body["links"] = job_links(job.id, root_path)
         response = self._encode(200, body, {})
@@ -108,11 +108,11 @@ class FastPath:
     async def _respond(
         self, send: Any, status: int, body: dict[str, Any], headers: dict[str, str]
     ) -> None:
-        await _send(send, self._encode(status, body, headers))
+        await send_response(send, self._encode(status, body, headers))
 
     # Cached responses ------------------------------------------------------------------
 
-    def _cached(self, route: str, job: Job, root_path: str) -> _Response | None:
+    def _cached(self, route: str, job: Job, root_path: str) -> JSONResponse | None:
         """Return the response encoded earlier for this very ``Job`` object, if any.
 
         The store returns a new object whenever the row may have changed, so an entry made
@@ -124,26 +124,19 @@ class FastPath:
             return None
         return entry.response
 
-    def _remember(self, route: str, job: Job, root_path: str, response: _Response) -> None:
+    def _remember(self, route: str, job: Job, root_path: str, response: JSONResponse) -> None:
         if not has_fixed_views(job):
             return
         if len(self._responses) >= MAX_CACHED_RESPONSES:
             del self._responses[next(iter(self._responses))]
         self._responses[(route, job.id)] = _CachedResponse(job, root_path, response)
 
-    def _encode(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> _Response:
-        payload = (self.dumps(body) + "\n").encode()
-        raw_headers = (
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"cache-control", b"no-store"),
-            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
-        )
-        return _Response(status, raw_headers, payload)
+    def _encode(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
+        return encode_json(self.dumps, status, body, headers)
 
 
 @dataclass(frozen=True, slots=True)
-class _Response:
+class JSONResponse:
     """An encoded response. The headers are a tuple, so that it can be sent many times."""
 
     status: int
@@ -155,10 +148,24 @@ class _Response:
 class _CachedResponse:
     job: Job
     root_path: str
-    response: _Response
+    response: JSONResponse
 
 
-async def _send(send: Any, response: _Response) -> None:
+def encode_json(
+    dumps: Callable[[Any], str], status: int, body: Any, headers: dict[str, str]
+) -> JSONResponse:
+    """Encode a JSON response as the Quart routes send it, with ``Cache-Control: no-store``."""
+    payload = (dumps(body) + "\n").encode()
+    raw_headers = (
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"cache-control", b"no-store"),
+        *((name.lower().encode(), value.encode("latin-1")) for name, value in headers.items()),
+    )
+    return JSONResponse(status, raw_headers, payload)
+
+
+async def send_response(send: Any, response: JSONResponse) -> None:
     # Each response gets new messages, because a server may keep or change a message.
     start = {"type": "http.response.start", "status": response.status, "headers": response.headers}
     await send(start)

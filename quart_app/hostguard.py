@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .api.common import host_error, host_is_valid
+from .fastpath import encode_json, send_response
 
 
 class HostGuard:
@@ -32,11 +33,4 @@ class HostGuard:
             return
         host = next((value for name, value in scope["headers"] if name == b"host"), b"")
         error = host_error(host.decode("latin-1"))
-        payload = (self.dumps(error.body()) + "\n").encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"cache-control", b"no-store"),
-        ]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_response(send, encode_json(self.dumps, 400, error.body(), {}))

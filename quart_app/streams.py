@@ -4,9 +4,9 @@ This module does not use the web framework. The Quart routes and the ASGI fast p
 both open streams here and send the chunks they yield.
 
 A subscriber follows a shared channel of recent events. When it falls so far behind that
-the channel no longer contains what it missed, it catches up from the store's event log, so a
-slow reader costs the server a fixed amount of memory and still receives every event once,
-in order.
+the channel no longer contains what it missed, it catches up from the store's event log.
+A slow reader so costs the server a fixed amount of memory, and it still receives every
+event once, in order.
 """
 
 from __future__ import annotations

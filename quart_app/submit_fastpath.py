@@ -24,6 +24,7 @@ from .api.common import (
     simulated_submission,
 )
 from .errors import INTERNAL_ERROR_BODY, AppError
+from .fastpath import encode_json, send_response
 from .views import job_links
 
 if TYPE_CHECKING:
@@ -145,15 +146,7 @@ class SubmitPath:
     async def _respond(
         self, send: Any, body: dict[str, Any], headers: dict[str, str], *, status: int = 202
     ) -> None:
-        payload = (self.dumps(body) + "\n").encode()
-        raw_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"cache-control", b"no-store"),
-            *((name.lower().encode(), value.encode("latin-1")) for name, value in headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_response(send, encode_json(self.dumps, status, body, headers))
 
 
 class _DisconnectedError(Exception):

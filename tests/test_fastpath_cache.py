@@ -290,7 +290,7 @@ async def test_point_read_checks_version_once_per_turn(
     two_stores: tuple[SQLiteStore, SQLiteStore],
 ) -> None:
     # Reads in one turn of the event loop serve requests that arrived before the first
-    # read, so they share its version; the next turn reads the commit.
+    # read, so they share its version. The next turn reads the commit.
     reader, writer = two_stores
     job, _ = await writer.enqueue(make_job())
     first = reader.job_nowait(job.id)

@@ -364,12 +364,12 @@ async def test_server_replaces_killed_worker(make_server: MakeServer) -> None:
 
 
 async def test_server_exits_when_address_taken(tmp_path: Path) -> None:
-    taken = listening_socket()
-    port = taken.getsockname()[1]
+    occupied = listening_socket()
+    port = occupied.getsockname()[1]
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(REPO_ROOT),
-        "SCHEDULER_STORE": f"sqlite:///{tmp_path / 'taken.db'}",
+        "SCHEDULER_STORE": f"sqlite:///{tmp_path / 'occupied.db'}",
     }
     try:
         process = await asyncio.create_subprocess_exec(
@@ -381,7 +381,7 @@ async def test_server_exits_when_address_taken(tmp_path: Path) -> None:
         )
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
     finally:
-        taken.close()
+        occupied.close()
 
     assert process.returncode == 1
     assert f"failed to listen on 127.0.0.1:{port}" in stderr.decode()

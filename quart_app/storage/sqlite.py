@@ -336,9 +336,10 @@ class SQLiteStore(JobStore):
 
         The check costs two ``fcntl`` calls for SQLite's read lock, and a busy server
         handles many polls per turn. Reuse is safe because asyncio runs ready callbacks in
-        the order they were scheduled. Whatever runs before the reset callback below was
-        scheduled before the version was read, so its request had arrived by then, and
-        the state at the read is a correct answer to it. Later requests read again.
+        the order they were scheduled, as its documentation of ``call_soon`` states.
+        Whatever runs before the reset callback below was scheduled before the version was
+        read, so its request had arrived by then, and the state at the read is a correct
+        answer to it. Later requests read again.
         """
         if self._turn_version is not None:
             return self._turn_version
